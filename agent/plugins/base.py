@@ -1,0 +1,81 @@
+"""What a plugin is: a named set of tools, each with a JSON schema, network and confirmation needs, and a handler."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.config import Config
+
+
+@dataclass
+class ToolResult:
+    """What a tool did. `say` is a short confirmation the car may speak without a second model pass."""
+
+    ok: bool
+    data: dict[str, Any] = field(default_factory=dict)
+    say: str | None = None
+    error: str | None = None  # short and readable: the model and the driver may see it
+
+    def for_model(self) -> dict[str, Any]:
+        if self.ok:
+            return self.data
+        return {"error": self.error or "failed"}
+
+
+@dataclass
+class ToolContext:
+    """What a handler may use: config, language, the utterance that led to the call, shared services."""
+
+    config: Config
+    language: str
+    utterance: str = ""
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolResult]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments, an object
+    handler: Handler
+    requires_network: bool = False
+    needs_confirmation: bool = False
+    # Arguments that must come from what the driver said (not invented by the model), e.g. a temperature.
+    grounded: tuple[str, ...] = ()
+    plugin: str = ""
+
+    def schema_for_prompt(self) -> dict[str, Any]:
+        """The OpenAI-style function description that Qwen's chat template renders into the system prompt."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+class Plugin:
+    """Base class for plugins found through the `cabin_agent.plugins` entry-point group."""
+
+    name: str = "plugin"
+    requires_network: bool = False
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def tools(self) -> list[Tool]:
+        raise NotImplementedError
+
+    def vocabulary(self) -> list[str]:
+        """Words recognition should be biased toward: menu items, contact names, saved places."""
+        return []
+
+    async def start(self) -> None:
+        """Open connections, start background work. Failing here disables the plugin, not the daemon."""
+
+    async def stop(self) -> None:
+        """Release what start() opened."""

@@ -1,0 +1,102 @@
+"""The vehicle-state adapter the vehicle tools act on, and a simulated backend until a CAN/VHAL one exists."""
+
+from __future__ import annotations
+
+import threading
+import time
+import unicodedata
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class VehicleAdapter(Protocol):
+    def set_climate(
+        self, *, temperature_c: float | None, zone: str, fan_level: int | None, ac: bool | None
+    ) -> dict[str, Any]: ...
+    def navigate(self, label: str, address: str) -> dict[str, Any]: ...
+    def play(self, query: str, kind: str) -> dict[str, Any]: ...
+    def media_control(self, action: str) -> dict[str, Any]: ...
+    def call(self, name: str, number: str) -> dict[str, Any]: ...
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class SimulatedVehicle:
+    """In-memory vehicle state. Thread-safe because tools may run off the event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.climate: dict[str, Any] = {
+            "zones": {"driver": 22.0, "passenger": 22.0, "rear": 22.0},
+            "fan_level": 2,
+            "ac": True,
+        }
+        self.route: dict[str, Any] | None = None
+        self.media: dict[str, Any] = {"playing": False, "query": None, "kind": None, "volume": 5}
+        self.calls: list[dict[str, Any]] = []
+
+    def set_climate(
+        self, *, temperature_c: float | None, zone: str, fan_level: int | None, ac: bool | None
+    ) -> dict[str, Any]:
+        with self._lock:
+            if temperature_c is not None:
+                zones = ["driver", "passenger", "rear"] if zone == "all" else [zone]
+                for name in zones:
+                    self.climate["zones"][name] = float(temperature_c)
+            if fan_level is not None:
+                self.climate["fan_level"] = fan_level
+            if ac is not None:
+                self.climate["ac"] = ac
+            return {"zones": dict(self.climate["zones"]), "fan_level": self.climate["fan_level"], "ac": self.climate["ac"]}
+
+    def navigate(self, label: str, address: str) -> dict[str, Any]:
+        with self._lock:
+            self.route = {"destination": label, "address": address, "started_at": time.time()}
+            return dict(self.route)
+
+    def play(self, query: str, kind: str) -> dict[str, Any]:
+        with self._lock:
+            self.media.update(playing=True, query=query, kind=kind)
+            return dict(self.media)
+
+    def media_control(self, action: str) -> dict[str, Any]:
+        with self._lock:
+            if action == "pause":
+                self.media["playing"] = False
+            elif action == "resume":
+                self.media["playing"] = True
+            elif action == "volume_up":
+                self.media["volume"] = min(10, self.media["volume"] + 1)
+            elif action == "volume_down":
+                self.media["volume"] = max(0, self.media["volume"] - 1)
+            return dict(self.media)
+
+    def call(self, name: str, number: str) -> dict[str, Any]:
+        with self._lock:
+            call = {"name": name, "number": number, "started_at": time.time()}
+            self.calls.append(call)
+            return call
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"climate": self.climate, "route": self.route, "media": self.media, "calls": len(self.calls)}
+
+
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold().strip()
+    for prefix in ("my ", "the "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+    return text
+
+
+def match_name(wanted: str, candidates: list[tuple[str, list[str], T]]) -> T | None:
+    """Exact (case-insensitive) name or alias first, then a candidate whose name contains the words asked for."""
+    target = _norm(wanted)
+    for _, names, item in candidates:
+        if any(_norm(n) == target for n in names):
+            return item
+    for _, names, item in candidates:
+        if any(target and (target in _norm(n) or _norm(n) in target) for n in names):
+            return item
+    return None
