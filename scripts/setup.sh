@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Sets up cabin-agent in ./.venv: system packages, llama-cpp-python (built once for this CPU, then cached),
+# the package with its engines, and the model profile. Idempotent; the second run takes seconds.
+set -euo pipefail
+
+usage() { echo "usage: scripts/setup.sh [--dev] [--profile NAME] [--no-models]" >&2; exit 64; }
+DEV=0; PROFILE=dev; MODELS=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dev) DEV=1 ;;
+    --profile) PROFILE=${2:?}; shift ;;
+    --no-models) MODELS=0 ;;
+    -h|--help) usage ;;
+    *) echo "unknown option $1" >&2; usage ;;
+  esac
+  shift
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${CABIN_AGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cabin-agent}
+VENV=${CABIN_AGENT_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+LLAMA_VERSION=0.3.36
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+
+# 1. System packages: PortAudio for sounddevice, espeak-ng (Piper's phonemes, synthetic test voices), sox.
+need=()
+for pkg in libportaudio2 espeak-ng sox libsox-fmt-all alsa-utils; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    say "missing system packages: ${need[*]} (run: sudo apt-get install ${need[*]})"
+  fi
+fi
+
+# 2. The virtual environment.
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+
+# 3. llama-cpp-python compiles for the CPU it is built on: the wheel is cached per machine type and CPU flags.
+cpu_key=$(uname -m)-$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-12)
+WHEELS="$CACHE/wheels/$cpu_key"
+mkdir -p "$WHEELS"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -1 || true)
+  if [ -z "$wheel" ]; then
+    say "building llama-cpp-python $LLAMA_VERSION for this CPU (about 9 minutes, once; cached in $WHEELS)"
+    "$VENV/bin/python" -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS"
+    wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -1)
+  fi
+  "${PIP[@]}" "$wheel"
+fi
+
+# 4. The package and its engines; skipped when pyproject.toml has not changed since the last run.
+extras=all; [ "$DEV" = 1 ] && extras=all,dev
+stamp="$VENV/.cabin-agent-setup"
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16) $extras $ROOT"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing cabin-agent[$extras]"
+  "${PIP[@]}" -e "$ROOT[$extras]"
+  echo "$want" > "$stamp"
+fi
+
+# 5. Models: verified into a store outside the clone; instant when already there.
+if [ "$MODELS" = 1 ]; then
+  "$VENV/bin/cabin-agent" models fetch --profile "$PROFILE"
+fi
+say "ready: $VENV/bin/cabin-agent"
