@@ -9,6 +9,7 @@ def register(app: typer.Typer) -> None:
     from agent import turn_cli
 
     turn_cli.register(app)
+    from agent import control_cli; control_cli.register(app)  # noqa: E702
     try:
         from agent.models import cli as models_cli
 
