@@ -1,0 +1,484 @@
+"""The durable outbox: every side-effecting service action, committed to SQLite before the driver hears about it.
+
+Modelled on persist-queue's SQLiteAckQueue (ready / unacked / acked / failed), in the car's words:
+
+    pending    committed, not sent yet (or sent and answered with a retryable error)
+    in-flight  being sent; after a crash it is re-sent with the same idempotency key
+    delivered  the service answered 2xx                                   (terminal)
+    failed     the service answered 4xx, or the attempts ran out         (terminal)
+    expired    never reached the service before its expiry              (terminal)
+    cancelled  withdrawn by the driver before it was ever sent           (terminal)
+
+The same file also keeps the announcements the car owes the driver ("your pizza was ordered") and the last
+known status of read-only questions, so a restart loses neither. Methods are synchronous and thread-safe;
+async callers run them with `asyncio.to_thread` so a FULL fsync never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import CabinError
+
+PENDING = "pending"
+IN_FLIGHT = "in-flight"
+DELIVERED = "delivered"
+FAILED = "failed"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+STATES = (PENDING, IN_FLIGHT, DELIVERED, FAILED, EXPIRED, CANCELLED)
+OPEN_STATES = (PENDING, IN_FLIGHT)
+TERMINAL_STATES = (DELIVERED, FAILED, EXPIRED, CANCELLED)
+
+# Who tells the driver about the outcome: the tool that is still waiting for it ("inline"), or the
+# dispatcher through an announcement at a quiet moment ("announce").
+NOTIFY_INLINE = "inline"
+NOTIFY_ANNOUNCE = "announce"
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    key              TEXT NOT NULL UNIQUE,          -- the Idempotency-Key, fixed for the entry's life
+    service          TEXT NOT NULL,                 -- meals, deliveries: ordering is per service
+    action           TEXT NOT NULL,                 -- the tool that created it: order_meal, cancel_order, ...
+    method           TEXT NOT NULL,
+    path             TEXT NOT NULL,                 -- may hold {order_id}, filled from depends_on's result
+    body             TEXT NOT NULL,                 -- validated arguments as JSON
+    summary          TEXT NOT NULL,                 -- what it is, in the driver's words and language
+    language         TEXT NOT NULL,
+    depends_on       TEXT,                          -- key of an earlier entry whose result this one needs
+    state            TEXT NOT NULL,
+    notify           TEXT NOT NULL,
+    created_at       REAL NOT NULL,
+    expires_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    next_attempt_at  REAL NOT NULL DEFAULT 0,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    last_error       TEXT,
+    result           TEXT
+);
+CREATE INDEX IF NOT EXISTS entries_open ON entries(service, state, id);
+CREATE TABLE IF NOT EXISTS announcements (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at   REAL NOT NULL,
+    text         TEXT NOT NULL,
+    language     TEXT NOT NULL,
+    priority     TEXT NOT NULL,                     -- "normal" or "high" (a failed purchase)
+    entry_id     INTEGER,
+    delivered    INTEGER NOT NULL DEFAULT 0,       -- 1 once the car has spoken it
+    delivered_at REAL
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    service     TEXT NOT NULL,
+    subject     TEXT NOT NULL,                      -- e.g. "order:M1001", "deliveries", "search:pizza"
+    data        TEXT NOT NULL,
+    fetched_at  REAL NOT NULL,
+    PRIMARY KEY (service, subject)
+);
+"""
+
+
+class OutboxError(CabinError):
+    code = "outbox-failed"
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    key: str
+    service: str
+    action: str
+    method: str
+    path: str
+    body: dict[str, Any]
+    summary: str
+    language: str
+    depends_on: str | None
+    state: str
+    notify: str
+    created_at: float
+    expires_at: float
+    updated_at: float
+    next_attempt_at: float
+    attempts: int
+    last_error: str | None
+    result: dict[str, Any] | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    @property
+    def ever_sent(self) -> bool:
+        """Whether the service may have seen it: then only the service can tell what happened."""
+        return self.attempts > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Announcement:
+    id: int
+    created_at: float
+    text: str
+    language: str
+    priority: str
+    entry_id: int | None
+    delivered: bool
+
+
+@dataclass
+class Transition:
+    """What a state change produced: the updated entry and the announcement it owes the driver, if any."""
+
+    entry: Entry
+    announcement: Announcement | None = None
+
+
+@dataclass
+class _Listeners:
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+
+def _row_to_entry(row: sqlite3.Row) -> Entry:
+    data = dict(row)
+    data["body"] = json.loads(data["body"])
+    data["result"] = json.loads(data["result"]) if data["result"] else None
+    return Entry(**data)
+
+
+def _row_to_announcement(row: sqlite3.Row) -> Announcement:
+    data = dict(row)
+    data["delivered"] = bool(data["delivered"])
+    return Announcement(**data)
+
+
+class OutboxStore:
+    """One SQLite file (WAL, synchronous=FULL). Safe to share between threads and between processes."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._listeners = _Listeners()
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so a read-modify-write is one transaction
+        # even when another process (the CLI, a second dispatcher) writes the same file.
+        self._db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before we tell the driver "queued"; NORMAL could lose it on power loss.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # ------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+        self._changed()
+
+    def _changed(self) -> None:
+        for callback in list(self._listeners.callbacks):
+            try:
+                callback()
+            except Exception:  # a listener's bug must not undo a committed write
+                pass
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Called (from the writing thread) after every commit in this process: the dispatcher's wake-up."""
+        self._listeners.callbacks.append(callback)
+
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners.callbacks:
+            self._listeners.callbacks.remove(callback)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def _get(self, db: sqlite3.Connection, entry_id: int) -> Entry:
+        row = db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            raise OutboxError(f"no outbox entry {entry_id}", code="outbox-entry-missing", entry=entry_id)
+        return _row_to_entry(row)
+
+    # ------------------------------------------------------------ entries
+
+    def enqueue(
+        self,
+        *,
+        service: str,
+        action: str,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        summary: str,
+        language: str = "en",
+        expiry_seconds: float = 1800.0,
+        depends_on: str | None = None,
+        notify: str = NOTIFY_INLINE,
+        key: str | None = None,
+    ) -> Entry:
+        """Commit a new pending entry (fsynced when this returns) and give it back with its id and key."""
+        now = self._clock()
+        key = key or str(uuid.uuid4())
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO entries (key, service, action, method, path, body, summary, language, depends_on,"
+                " state, notify, created_at, expires_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, service, action, method.upper(), path, json.dumps(body, ensure_ascii=False), summary,
+                 language, depends_on, PENDING, notify, now, now + expiry_seconds, now),
+            )
+            return self._get(db, int(cur.lastrowid))
+
+    def get(self, entry_id: int) -> Entry:
+        with self._lock:
+            return self._get(self._db, entry_id)
+
+    def by_key(self, key: str) -> Entry | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
+        return _row_to_entry(row) if row else None
+
+    def list(self, *, states: tuple[str, ...] | None = None, service: str | None = None,
+             action: str | None = None, limit: int = 200) -> list[Entry]:
+        sql, params = "SELECT * FROM entries WHERE 1=1", []
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
+        if service:
+            sql += " AND service = ?"
+            params.append(service)
+        if action:
+            sql += " AND action = ?"
+            params.append(action)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [_row_to_entry(r) for r in self._db.execute(sql, params).fetchall()]
+
+    def latest(self, *, service: str, action: str) -> Entry | None:
+        found = self.list(service=service, action=action, limit=1)
+        return found[0] if found else None
+
+    def head(self, service: str) -> Entry | None:
+        """The oldest open entry of a service: the only one that may be sent (in order per service)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM entries WHERE service = ? AND state IN (?, ?) ORDER BY id LIMIT 1",
+                (service, *OPEN_STATES),
+            ).fetchone()
+        return _row_to_entry(row) if row else None
+
+    def services_with_open_entries(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT service FROM entries WHERE state IN (?, ?)", OPEN_STATES
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def recover(self) -> int:
+        """At boot: nobody is waiting inline any more, so every open entry's outcome must be announced.
+
+        In-flight entries stay in-flight (the service may have them); they are re-sent with their key.
+        Returns how many open entries there were.
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE entries SET notify = ? WHERE state IN (?, ?)", (NOTIFY_ANNOUNCE, *OPEN_STATES)
+            )
+            return cur.rowcount
+
+    def begin_attempt(self, entry_id: int) -> Entry:
+        """Mark in-flight and count the attempt, committed before the request leaves the car."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE entries SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ? AND state IN (?, ?)",
+                (IN_FLIGHT, self._clock(), entry_id, *OPEN_STATES),
+            )
+            return self._get(db, entry_id)
+
+    def retry_later(self, entry_id: int, error: str, next_attempt_at: float) -> Entry:
+        """A retryable failure (timeout, 5xx, offline): back to pending, same key, not before `next_attempt_at`."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE entries SET state = ?, last_error = ?, next_attempt_at = ?, updated_at = ?"
+                " WHERE id = ? AND state IN (?, ?)",
+                (PENDING, error, next_attempt_at, self._clock(), entry_id, *OPEN_STATES),
+            )
+            return self._get(db, entry_id)
+
+    def finish(
+        self,
+        entry_id: int,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        announcement: str | None = None,
+        priority: str = "normal",
+    ) -> Transition:
+        """Move an open entry to a terminal state; in the same transaction, store the announcement it owes
+        the driver when nobody is waiting for it inline. A crash can never separate the two."""
+        if state not in TERMINAL_STATES:
+            raise ValueError(f"not a terminal state: {state}")
+        with self._tx() as db:
+            entry = self._get(db, entry_id)
+            if not entry.is_open:
+                return Transition(entry)
+            db.execute(
+                "UPDATE entries SET state = ?, result = COALESCE(?, result), last_error = COALESCE(?, last_error),"
+                " updated_at = ? WHERE id = ?",
+                (state, json.dumps(result, ensure_ascii=False) if result is not None else None, error,
+                 self._clock(), entry_id),
+            )
+            entry = self._get(db, entry_id)
+            ann = None
+            if announcement and entry.notify == NOTIFY_ANNOUNCE:
+                ann = self._add_announcement(db, announcement, entry.language, priority, entry_id)
+            return Transition(entry, ann)
+
+    def release_to_announce(self, entry_id: int) -> bool:
+        """The tool stops waiting: if the entry is still open, its outcome will be announced later (True).
+        False means it already finished and the tool must tell the driver itself."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE entries SET notify = ? WHERE id = ? AND state IN (?, ?)",
+                (NOTIFY_ANNOUNCE, entry_id, *OPEN_STATES),
+            )
+            return cur.rowcount == 1
+
+    def cancel(self, entry_id: int) -> Entry:
+        """Withdraw an entry that was never sent. One the service may have seen cannot be taken back here:
+        that needs a cancel request to the service (see the meals plugin)."""
+        with self._tx() as db:
+            entry = self._get(db, entry_id)
+            if entry.state in (CANCELLED,):
+                return entry
+            if not entry.is_open:
+                raise OutboxError(f"entry {entry_id} is already {entry.state}", code="outbox-not-open")
+            if entry.ever_sent:
+                raise OutboxError(
+                    f"entry {entry_id} may already have reached the service ({entry.attempts} attempts)",
+                    code="outbox-already-sent",
+                )
+            db.execute("UPDATE entries SET state = ?, updated_at = ? WHERE id = ?",
+                       (CANCELLED, self._clock(), entry_id))
+            return self._get(db, entry_id)
+
+    def retry(self, entry_id: int, *, expiry_seconds: float | None = None) -> Entry:
+        """Put a failed or expired entry back to pending, keeping its key (so a late success is not doubled)."""
+        with self._tx() as db:
+            entry = self._get(db, entry_id)
+            if entry.state not in (FAILED, EXPIRED):
+                raise OutboxError(f"entry {entry_id} is {entry.state}; only failed or expired entries can be "
+                                  "retried", code="outbox-not-retryable")
+            now = self._clock()
+            expires_at = now + expiry_seconds if expiry_seconds else max(entry.expires_at, now + 1800.0)
+            db.execute(
+                "UPDATE entries SET state = ?, next_attempt_at = 0, expires_at = ?, notify = ?, updated_at = ?"
+                " WHERE id = ?",
+                (PENDING, expires_at, NOTIFY_ANNOUNCE, now, entry_id),
+            )
+            return self._get(db, entry_id)
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM entries GROUP BY state").fetchall()
+        return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
+
+    # ------------------------------------------------------------ announcements
+
+    def _add_announcement(self, db: sqlite3.Connection, text: str, language: str, priority: str,
+                          entry_id: int | None) -> Announcement:
+        cur = db.execute(
+            "INSERT INTO announcements (created_at, text, language, priority, entry_id) VALUES (?,?,?,?,?)",
+            (self._clock(), text, language, priority, entry_id),
+        )
+        row = db.execute("SELECT * FROM announcements WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return _row_to_announcement(row)
+
+    def add_announcement(self, text: str, *, language: str = "en", priority: str = "normal",
+                         entry_id: int | None = None) -> Announcement:
+        with self._tx() as db:
+            return self._add_announcement(db, text, language, priority, entry_id)
+
+    def pending_announcements(self) -> list[Announcement]:
+        """What the car still owes the driver, oldest first (high priority first)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM announcements WHERE delivered = 0"
+                " ORDER BY CASE priority WHEN 'high' THEN 0 ELSE 1 END, id"
+            ).fetchall()
+        return [_row_to_announcement(r) for r in rows]
+
+    def mark_announced(self, announcement_id: int) -> bool:
+        """The car has spoken it. True when this call marked it (False: already spoken or unknown)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE announcements SET delivered = 1, delivered_at = ? WHERE id = ? AND delivered = 0",
+                (self._clock(), announcement_id),
+            )
+            return cur.rowcount == 1
+
+    # ------------------------------------------------------------ last known statuses
+
+    def save_status(self, service: str, subject: str, data: Any) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO statuses (service, subject, data, fetched_at) VALUES (?,?,?,?)"
+                " ON CONFLICT(service, subject) DO UPDATE SET data = excluded.data, fetched_at = excluded.fetched_at",
+                (service, subject, json.dumps(data, ensure_ascii=False), self._clock()),
+            )
+
+    def last_status(self, service: str, subject: str) -> tuple[Any, float] | None:
+        """(data, fetched_at) of the last answer the service gave about `subject`, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data, fetched_at FROM statuses WHERE service = ? AND subject = ?", (service, subject)
+            ).fetchone()
+        return (json.loads(row[0]), row[1]) if row else None
+
+
+def age_phrase(seconds: float, language: str = "en") -> str:
+    """"as of 12 minutes ago" / "12分钟前的信息": how old a cached answer is, in words the driver hears."""
+    minutes = int(max(0.0, seconds) // 60)
+    if language == "zh":
+        if minutes < 1:
+            return "刚才"
+        if minutes < 60:
+            return f"{minutes}分钟前"
+        return f"{minutes // 60}小时前"
+    if minutes < 1:
+        return "as of a moment ago"
+    if minutes < 60:
+        return f"as of {minutes} minute{'s' if minutes != 1 else ''} ago"
+    hours = minutes // 60
+    return f"as of {hours} hour{'s' if hours != 1 else ''} ago"
