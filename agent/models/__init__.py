@@ -1,0 +1,20 @@
+"""The model manager: which model serves each role (manifest.py) and a verified store of their files (fetch.py).
+
+Engines call `model_path(config, "asr", engine="vosk")` or `model_file(config, "llm")` and get a verified path,
+or a ModelError naming the model, the file and the `cabin-agent models fetch <id>` command that fixes it.
+"""
+
+from agent.models.fetch import ModelStatus, ModelStore, model_file, model_path, open_store
+from agent.models.manifest import Manifest, ModelEntry, load_manifest, resolve
+
+__all__ = [
+    "Manifest",
+    "ModelEntry",
+    "ModelStatus",
+    "ModelStore",
+    "load_manifest",
+    "model_file",
+    "model_path",
+    "open_store",
+    "resolve",
+]
