@@ -1,0 +1,183 @@
+"""Recognition with faster-whisper (CTranslate2): the utterance is buffered and decoded once at its end.
+
+Whisper decodes a 30 s window whatever the audio length (about 0.5-0.65 s for tiny.en int8 on 2 cores), so
+partials would cost a full decode each; this engine yields only the final. Biasing goes through the decoder
+prompt: `initial_prompt` (default) or `hotwords`, built from the vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from agent.asr.base import (
+    ASR_MODEL_MISSING,
+    AsrError,
+    EngineThread,
+    Transcript,
+    bias_phrases,
+    engine_failed,
+)
+from agent.audio.chunk import AudioChunk
+from agent.events import now_ms
+from agent.logging import get_logger
+
+log = get_logger("asr")
+
+BiasMethod = Literal["prompt", "hotwords", "none"]
+
+# Whisper's prompt holds at most 223 tokens; ~4 characters a token leaves room for the decoder's own context.
+MAX_PROMPT_CHARS = 600
+# Whisper's own no-speech rule: a segment this likely silent and this unsure is noise, not words.
+NO_SPEECH_PROB = 0.6
+LOW_LOGPROB = -1.0
+
+
+def build_prompt(phrases: Sequence[str], max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """A short comma-separated glossary; whisper continues in the spelling and style of its prompt."""
+    prompt = ""
+    for phrase in phrases:
+        candidate = f"{prompt}, {phrase}" if prompt else phrase
+        if len(candidate) + 1 > max_chars:
+            break
+        prompt = candidate
+    return f"{prompt}." if prompt else ""
+
+
+def _to_float_16k(parts: list[AudioChunk]) -> np.ndarray:
+    """Join the utterance first, then convert once: per-chunk resampling would click at every boundary."""
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    first = parts[0]
+    if all(p.rate == first.rate and p.channels == first.channels and p.width == first.width for p in parts):
+        joined = AudioChunk(
+            b"".join(p.pcm for p in parts), rate=first.rate, width=first.width, channels=first.channels
+        )
+        pcm = joined.to_format(16000, 1).pcm
+    else:
+        pcm = b"".join(p.to_format(16000, 1).pcm for p in parts)
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+class WhisperRecognizer:
+    """A loaded faster-whisper model. English-only models (*.en) get a Latin-script vocabulary only."""
+
+    name = "whisper"
+    sample_rate_hz = 16000
+
+    def __init__(
+        self,
+        model_dir: Path | str,
+        *,
+        language: str = "en",
+        beam_size: int = 1,
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        bias: BiasMethod = "prompt",
+        english_only: bool | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel  # native library: imported only by this backend
+
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "model.bin").is_file():
+            raise AsrError(
+                f"whisper model not found at {self.model_dir} (fetch it with `cabin-agent models fetch`)",
+                code=ASR_MODEL_MISSING,
+                path=str(self.model_dir),
+            )
+        try:
+            self._model = WhisperModel(
+                str(self.model_dir),
+                device="cpu",
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
+        except Exception as err:
+            raise AsrError(
+                f"whisper model at {self.model_dir} could not be loaded: {err}",
+                code=ASR_MODEL_MISSING,
+                path=str(self.model_dir),
+            ) from err
+        self.english_only = (not self._model.model.is_multilingual) if english_only is None else english_only
+        self.language = "en" if self.english_only else language
+        self.beam_size = beam_size
+        self.bias: BiasMethod = bias
+        self._phrases: list[str] = []
+        self._thread = EngineThread("asr-whisper")
+        log.info(
+            "whisper model loaded",
+            path=str(self.model_dir),
+            english_only=self.english_only,
+            beam_size=beam_size,
+            cpu_threads=cpu_threads,
+        )
+
+    @classmethod
+    async def load(cls, model_dir: Path | str, **kwargs: Any) -> WhisperRecognizer:
+        import asyncio
+
+        return await asyncio.to_thread(cls, model_dir, **kwargs)
+
+    def set_vocabulary(self, words: Sequence[str]) -> None:
+        self._phrases = bias_phrases(words, latin_only=self.english_only)
+
+    @property
+    def prompt(self) -> str:
+        return build_prompt(self._phrases)
+
+    def _decode(self, audio: np.ndarray, bias: BiasMethod) -> tuple[str, float | None]:
+        kwargs: dict[str, Any] = {}
+        prompt = self.prompt
+        if prompt and bias == "prompt":
+            kwargs["initial_prompt"] = prompt
+        elif prompt and bias == "hotwords":
+            kwargs["hotwords"] = prompt
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self.language,
+            beam_size=self.beam_size,
+            # One utterance: no cross-window conditioning, and temperature fallback only costs time here.
+            condition_on_previous_text=False,
+            temperature=0.0,
+            without_timestamps=False,
+            **kwargs,
+        )
+        texts: list[str] = []
+        logprobs: list[float] = []
+        for seg in segments:
+            if seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < LOW_LOGPROB:
+                continue
+            texts.append(seg.text.strip())
+            logprobs.append(seg.avg_logprob)
+        text = " ".join(t for t in texts if t)
+        confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else None
+        return text, confidence
+
+    def transcribe_array(self, audio: np.ndarray, bias: BiasMethod | None = None) -> Transcript:
+        """Blocking decode of float32 16 kHz mono audio (for benchmarks and the CLI; the pipeline uses
+        `transcribe`)."""
+        text, confidence = self._decode(audio, self.bias if bias is None else bias)
+        return Transcript(text, is_final=True, confidence=confidence)
+
+    async def transcribe(self, chunks: AsyncIterable[AudioChunk]) -> AsyncIterator[Transcript]:
+        parts: list[AudioChunk] = []
+        async for chunk in chunks:
+            parts.append(chunk)
+        audio = _to_float_16k(parts)
+        if audio.size == 0:
+            yield Transcript("", is_final=True, timestamp_ms=now_ms())
+            return
+        try:
+            text, confidence = await self._thread.run(self._decode, audio, self.bias)
+        except Exception as err:  # CancelledError passes through
+            raise engine_failed("whisper", err) from err
+        log.debug("whisper final", transcript=text, confidence=confidence)
+        yield Transcript(text, is_final=True, confidence=confidence, timestamp_ms=now_ms())
+
+    async def aclose(self) -> None:
+        self._thread.close()

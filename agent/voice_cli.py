@@ -1,0 +1,160 @@
+"""Speech commands: `transcribe FILE.wav` (recognition only) and `speak TEXT --wav out.wav` (synthesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import wave
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.audio.chunk import AudioChunk
+from agent.errors import AudioError
+
+BLOCK_MS = 30
+
+
+def read_wav_chunks(path: Path, block_ms: int = BLOCK_MS) -> tuple[list[AudioChunk], float]:
+    """A 16-bit PCM WAV as mono blocks (any rate: engines convert at their edge) and its length in seconds."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    except FileNotFoundError:
+        raise AudioError(f"WAV file not found: {path}", code="audio-file-missing", path=str(path)) from None
+    except (wave.Error, EOFError) as err:
+        raise AudioError(
+            f"{path}: not a PCM WAV file ({err})", code="audio-wav-unsupported", path=str(path)
+        ) from err
+    if width != 2:
+        raise AudioError(
+            f"{path}: only 16-bit PCM WAV is supported (got {8 * width}-bit)",
+            code="audio-wav-unsupported",
+            path=str(path),
+        )
+    whole = AudioChunk(frames, rate=rate, width=2, channels=channels).to_format(rate, 1)
+    step = max(1, rate * block_ms // 1000) * 2
+    blocks = [AudioChunk(whole.pcm[i : i + step], rate=rate) for i in range(0, len(whole.pcm), step)]
+    return blocks, whole.duration_ms / 1000.0
+
+
+def write_wav(path: Path, chunks: list[AudioChunk]) -> float:
+    rate = chunks[0].rate if chunks else 22050
+    pcm = b"".join(c.to_format(rate, 1).pcm for c in chunks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+    return len(pcm) / 2 / rate
+
+
+async def _iterate(chunks: list[AudioChunk]) -> AsyncIterator[AudioChunk]:
+    for chunk in chunks:
+        yield chunk
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def transcribe(
+        wav: Annotated[Path, typer.Argument(help="16-bit PCM WAV file (any rate, mono or stereo).")],
+        engine: Annotated[str | None, typer.Option(help="vosk or whisper (default: asr.engine).")] = None,
+        model: Annotated[
+            Path | None, typer.Option(help="Model directory (default: from the model store).")
+        ] = None,
+        grammar: Annotated[bool, typer.Option("--grammar", help="vosk: decode only the vocabulary.")] = False,
+        bias: Annotated[
+            bool | None,
+            typer.Option(
+                "--bias/--no-bias", help="Bias toward plugin vocabulary (default: asr.bias_vocabulary)."
+            ),
+        ] = None,
+        partials: Annotated[bool, typer.Option("--partials", help="Print partial results too.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    ) -> None:
+        """Print the recognised text of a WAV file."""
+        from agent.asr.base import usable
+        from agent.asr.factory import load_recognizer
+        from agent.cli import get_config
+
+        config = get_config()
+        blocks, seconds = read_wav_chunks(wav)
+        use_bias = config.asr.bias_vocabulary if bias is None else bias
+
+        async def run() -> dict:
+            options = {"mode": "grammar"} if grammar and (engine or config.asr.engine) == "vosk" else {}
+            asr = await load_recognizer(config, engine=engine, model_dir=model, **options)
+            try:
+                if use_bias or grammar:
+                    from agent.plugins.loader import load_registry
+
+                    asr.set_vocabulary([*load_registry(config).vocabulary(), config.wake_phrase])
+                started = time.monotonic()
+                final = None
+                async for t in asr.transcribe(_iterate(blocks)):
+                    if t.is_final:
+                        final = t
+                    elif partials and not as_json:
+                        typer.echo(f"… {t.text}", err=True)
+                elapsed = time.monotonic() - started
+            finally:
+                await asr.aclose()
+            text = final.text if final else ""
+            return {
+                "text": text,
+                "usable": usable(text),
+                "confidence": final.confidence if final else None,
+                "engine": asr.name,
+                "audio_seconds": round(seconds, 3),
+                "recognition_seconds": round(elapsed, 3),
+                "real_time_factor": round(elapsed / seconds, 3) if seconds else None,
+            }
+
+        result = asyncio.run(run())
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False))
+        else:
+            typer.echo(result["text"])
+
+    @app.command()
+    def speak(
+        text: Annotated[
+            str, typer.Argument(help="What to say (numbers, units and times are spoken naturally).")
+        ],
+        wav: Annotated[Path, typer.Option("--wav", help="Write the speech to this WAV file.")],
+        voice: Annotated[
+            Path | None, typer.Option(help="Piper .onnx voice (default: from the model store).")
+        ] = None,
+    ) -> None:
+        """Synthesise TEXT with the configured Piper voice into a WAV file."""
+        from agent.cli import get_config
+        from agent.tts.factory import load_synthesizer
+        from agent.tts.sentences import speak_stream
+
+        config = get_config()
+
+        async def run() -> tuple[float, float, float]:
+            tts = await load_synthesizer(config, voice=voice)
+
+            async def one_delta() -> AsyncIterator[str]:
+                yield text
+
+            started = time.monotonic()
+            first: float | None = None
+            chunks: list[AudioChunk] = []
+            try:
+                async for chunk in speak_stream(one_delta(), tts):
+                    if first is None:
+                        first = time.monotonic() - started
+                    chunks.append(chunk)
+            finally:
+                await tts.aclose()
+            return write_wav(wav, chunks), time.monotonic() - started, first or 0.0
+
+        seconds, elapsed, first = asyncio.run(run())
+        typer.echo(f"{wav}: {seconds:.2f} s of speech in {elapsed:.2f} s (first audio after {first:.2f} s)")
