@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import CabinError
+from agent.outbox.faults import crashpoint
 
 PENDING = "pending"
 IN_FLIGHT = "in-flight"
@@ -137,6 +138,7 @@ class Announcement:
     priority: str
     entry_id: int | None
     delivered: bool
+    delivered_at: float | None = None
 
 
 @dataclass
@@ -256,7 +258,10 @@ class OutboxStore:
                 (key, service, action, method.upper(), path, json.dumps(body, ensure_ascii=False), summary,
                  language, depends_on, PENDING, notify, now, now + expiry_seconds, now),
             )
-            return self._get(db, int(cur.lastrowid))
+            entry = self._get(db, int(cur.lastrowid))
+            crashpoint("enqueue-before-commit")
+        crashpoint("enqueue-after-commit")
+        return entry
 
     def get(self, entry_id: int) -> Entry:
         with self._lock:
