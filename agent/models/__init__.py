@@ -1,6 +1,6 @@
-"""The model manager: which model serves each role (manifest.py) and a verified store of their files (fetch.py).
+"""The model manager: which model serves each role (manifest.py) and a verified store (fetch.py).
 
-Engines call `model_path(config, "asr", engine="vosk")` or `model_file(config, "llm")` and get a verified path,
+Engines call `model_path(config, "asr", engine="vosk")` or `model_file(config, "llm")` for a verified path,
 or a ModelError naming the model, the file and the `cabin-agent models fetch <id>` command that fixes it.
 """
 

@@ -1,4 +1,4 @@
-"""`cabin-agent models list|fetch|verify` and `cabin-agent doctor` (environment checks that say what to fix)."""
+"""`cabin-agent models list|fetch|verify` and `cabin-agent doctor` (checks that say what to fix)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from agent.errors import EX_NOINPUT, CabinError, ConfigError, ModelError
 ProfileOption = Annotated[
     str | None, typer.Option("--profile", "-p", help="Profile from the manifest (default: models.profile).")
 ]
-ModelIds = Annotated[list[str] | None, typer.Argument(help="Model ids (default: every model of the profile).")]
+ModelIds = Annotated[
+    list[str] | None, typer.Argument(help="Model ids (default: every model of the profile).")
+]
 
 
 def _store_and_ids(model_ids: list[str] | None, profile: str | None):  # type: ignore[no-untyped-def]
@@ -89,7 +91,9 @@ def fetch(
     took = time.monotonic() - started
     scope = f"profile {name}" if not model_ids else f"{len(ids)} model(s)"
     if failed:
-        typer.echo(f"{len(failed)} of {len(ids)} failed ({scope}, {took:.1f} s): {', '.join(failed)}", err=True)
+        typer.echo(
+            f"{len(failed)} of {len(ids)} failed ({scope}, {took:.1f} s): {', '.join(failed)}", err=True
+        )
         raise typer.Exit(EX_NOINPUT)
     typer.echo(f"{len(ids)} model(s) verified in {store.root} ({scope}, {took:.1f} s)")
 
@@ -143,7 +147,9 @@ def _check_config(checks: _Checks):  # type: ignore[no-untyped-def]
     source = state.config_path or os.environ.get("CABIN_AGENT_CONFIG")
     if source is None:
         source = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else "built-in defaults"
-    checks.line("OK", "config", f"valid ({source}; profile {config.models.profile}, language {config.language})")
+    checks.line(
+        "OK", "config", f"valid ({source}; profile {config.models.profile}, language {config.language})"
+    )
     return config
 
 
@@ -165,7 +171,11 @@ def _check_models(checks: _Checks, config) -> None:  # type: ignore[no-untyped-d
             where = "in package" if status.in_package else "in store"
             checks.line("OK", "models", f"{entry.id} verified ({where})")
         elif status.state == "present":
-            checks.line("WARN", "models", f"{entry.id} present but not verified yet; run: cabin-agent models verify {entry.id}")
+            checks.line(
+                "WARN",
+                "models",
+                f"{entry.id} present but not verified yet; run: cabin-agent models verify {entry.id}",
+            )
         else:
             first = status.problems()[0]
             checks.line("FAIL", "models", f"{what}: {first.location} {first.state}; run: {fix}")
@@ -196,12 +206,16 @@ def _check_audio(checks: _Checks, config) -> None:  # type: ignore[no-untyped-de
     outputs = [d for d in devices if d.get("max_output_channels", 0) > 0]
     if not inputs:
         checks.line(
-            "WARN", "audio", f"no input device{reason}; fix: connect a microphone or configure ALSA (~/.asoundrc)"
+            "WARN",
+            "audio",
+            f"no input device{reason}; fix: connect a microphone or configure ALSA (~/.asoundrc)",
         )
     else:
         checks.line("OK", "audio", f"{len(inputs)} input device(s), e.g. {inputs[0]['name']!r}")
     if not outputs:
-        checks.line("WARN", "audio", "no output device; fix: connect a speaker or configure ALSA (~/.asoundrc)")
+        checks.line(
+            "WARN", "audio", "no output device; fix: connect a speaker or configure ALSA (~/.asoundrc)"
+        )
     else:
         checks.line("OK", "audio", f"{len(outputs)} output device(s), e.g. {outputs[0]['name']!r}")
 

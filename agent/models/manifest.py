@@ -1,6 +1,6 @@
-"""The model manifest (models/manifest.yaml) as frozen typed models, and which model serves a role and language.
+"""The model manifest (models/manifest.yaml) as frozen typed models; which model serves a role and language.
 
-Engines never hard-code file names: they ask `resolve(config, role)` for a model id and the store for its path.
+Engines never hard-code file names: they ask `resolve(config, role)` for an id and the store for its path.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class _Frozen(BaseModel):
 
 
 def _relative_path(value: str) -> str:
-    """A path inside a model directory: relative, POSIX, no `..` (a manifest must not write outside the store)."""
+    """A path in a model dir: relative, POSIX, no `..` (a manifest must not write outside the store)."""
     path = PurePosixPath(value)
     if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
         raise ValueError("must be a relative path inside the model directory, without '..'")
@@ -85,7 +85,7 @@ class ModelFile(_Frozen):
 
 
 class UrlSource(_Frozen):
-    """Plain downloads: one URL per file (`urls`), or one archive (`url` + `archive`) whose `subdir` is the model."""
+    """Downloads: a URL per file (`urls`), or one archive (`url`, `archive`) with the model in `subdir`."""
 
     kind: Literal["url"]
     urls: dict[str, str] | None = None
@@ -310,11 +310,16 @@ def _format_loc(data: Any, loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             label = part
-            if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) and "id" in node[part]:
+            if (
+                isinstance(node, list)
+                and part < len(node)
+                and isinstance(node[part], dict)
+                and "id" in node[part]
+            ):
                 label = node[part]["id"]
             parts.append(f"[{label}]")
-        elif part in ("url", "pypi", "package") and parts and parts[-1].startswith("["):
-            continue  # pydantic's discriminator tag adds no information
+        elif (part in ("url", "pypi", "package") and parts and parts[-1].startswith("[")) or "[" in str(part):
+            continue  # pydantic's union and discriminator tags (`literal[...]`, `pypi`) add no information
         else:
             parts.append(("." if parts else "") + str(part))
         try:
@@ -325,7 +330,7 @@ def _format_loc(data: Any, loc: tuple[Any, ...]) -> str:
 
 
 def manifest_path(config_path: Path | str | None = None, environ: dict[str, str] | None = None) -> Path:
-    """Which manifest to read: explicit/config path, $CABIN_AGENT_MANIFEST, the source tree's, the system one."""
+    """Which manifest: explicit/config path, $CABIN_AGENT_MANIFEST, the source tree's, then the system one."""
     env = os.environ if environ is None else environ
     if config_path is not None:
         return Path(config_path)
@@ -339,7 +344,9 @@ def manifest_path(config_path: Path | str | None = None, environ: dict[str, str]
 
 def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: must be a mapping with version, models, profiles", code="manifest-invalid")
+        raise ConfigError(
+            f"{source}: must be a mapping with version, models, profiles", code="manifest-invalid"
+        )
     try:
         return Manifest.model_validate(data)
     except ValidationError as err:
@@ -351,13 +358,14 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
 
 
 def load_manifest(path: Path | str | None = None) -> Manifest:
-    """Read and validate the manifest (see `manifest_path` for which file). Errors name the file and the key."""
+    """Read and validate the manifest (`manifest_path` says which file). Errors name the file and the key."""
     resolved = manifest_path(path)
     try:
         text = resolved.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(
-            f"model manifest {resolved}: cannot be read ({err.strerror}); set models.manifest or ${MANIFEST_ENV}",
+            f"model manifest {resolved}: cannot be read ({err.strerror}); "
+            f"set models.manifest or ${MANIFEST_ENV}",
             code="manifest-missing",
             path=str(resolved),
         ) from None
@@ -366,7 +374,9 @@ def load_manifest(path: Path | str | None = None) -> Manifest:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{resolved}:{mark.line + 1}" if mark else str(resolved)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})", code="manifest-invalid") from None
+        raise ConfigError(
+            f"{where}: invalid YAML ({getattr(err, 'problem', err)})", code="manifest-invalid"
+        ) from None
     return parse_manifest(data, str(resolved))
 
 
@@ -391,8 +401,9 @@ def resolve(
 ) -> str:
     """The model id for `role` in `language` (default: config.language).
 
-    Order: the config override (llm.model, asr.model, tts.voice), else the profile's default for role+language,
-    else (when `engine` is given and the default is another engine's) the profile's first model of that engine.
+    Order: the config override (llm.model, asr.model, tts.voice), else the profile's default for
+    role+language, else (when `engine` is given and the default is another engine's) the profile's
+    first model of that engine.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
@@ -423,9 +434,13 @@ def resolve(
             if entry.engine == engine and entry.serves(role, language):
                 return entry.id
     what = f"{engine} {role}" if engine else role
-    candidates = [m.id for m in manifest.models if m.serves(role, language) and (not engine or m.engine == engine)]
-    hint = f"set {OVERRIDE_KEYS[role]} to one of: {', '.join(candidates)}" if role in OVERRIDE_KEYS and candidates else (
-        f"models that would fit: {', '.join(candidates)}" if candidates else "the manifest has none"
+    candidates = [
+        m.id for m in manifest.models if m.serves(role, language) and (not engine or m.engine == engine)
+    ]
+    hint = (
+        f"set {OVERRIDE_KEYS[role]} to one of: {', '.join(candidates)}"
+        if role in OVERRIDE_KEYS and candidates
+        else (f"models that would fit: {', '.join(candidates)}" if candidates else "the manifest has none")
     )
     raise ModelError(
         f"profile {profile_name!r} has no {what} model for language {language!r}; {hint}",
