@@ -1,21 +1,23 @@
 """Package-delivery management: list, track, reschedule, redirect, hold at a locker.
 
-Until the service backend lands, answers come from a local fixture and say so (`"source": "fixture"`).
+Talks to the deliveries service (docs/openapi.yaml). Changes go through the durable outbox (exactly once, in
+order, placed when back online); questions asked offline are answered from the last known status with its age.
 """
 
 from __future__ import annotations
 
-import copy
+import asyncio
 from typing import Any
 
+from agent.errors import ServiceError
+from agent.outbox.messages import outcome_text
+from agent.outbox.store import DELIVERED, Entry
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
+from agent.plugins.deliveries.packages import SEED_PACKAGES, find_package
+from agent.services.access import Read, ServiceAccess
 
-FIXTURE_PACKAGES = [
-    {"id": "P1", "description": "running shoes", "description_zh": "跑鞋", "carrier": "SF Express",
-     "status": "out for delivery", "status_zh": "派送中", "eta": "today 14:00-16:00", "destination": "home"},
-    {"id": "P2", "description": "phone charger", "description_zh": "手机充电器", "carrier": "JD Logistics",
-     "status": "in transit", "status_zh": "运输中", "eta": "tomorrow", "destination": "home"},
-]
+# Kept for callers of the old fixture module; the reference service seeds the same packages.
+FIXTURE_PACKAGES = SEED_PACKAGES
 
 _PACKAGE = {"package": {"type": "string", "maxLength": 60, "description": "which package, e.g. 'the shoes'"}}
 
@@ -27,16 +29,28 @@ def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[
     return schema
 
 
+def _zh(ctx: ToolContext) -> bool:
+    return ctx.language == "zh"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 class DeliveriesPlugin(Plugin):
     name = "deliveries"
     requires_network = True
 
     def __init__(self, config: Any, services: dict[str, Any] | None = None) -> None:
         super().__init__(config)
-        self.packages = copy.deepcopy(FIXTURE_PACKAGES)
+        self.services = services if services is not None else {}
+        self.access = ServiceAccess(config, self.services)
+
+    async def stop(self) -> None:
+        await self.access.aclose()
 
     def vocabulary(self) -> list[str]:
-        return [p["description"] for p in self.packages] + ["package", "parcel", "locker", "快递", "包裹", "快递柜"]
+        return [p["description"] for p in SEED_PACKAGES] + ["package", "parcel", "locker", "快递", "包裹", "快递柜"]
 
     def tools(self) -> list[Tool]:
         return [
@@ -57,59 +71,118 @@ class DeliveriesPlugin(Plugin):
                  self._hold, requires_network=True),
         ]
 
-    def _find(self, wanted: str | None) -> dict[str, Any] | None:
-        if not wanted:
-            return self.packages[0] if self.packages else None
-        w = wanted.casefold()
-        for p in self.packages:
-            if any(word in p["description"] for word in w.split() if len(word) > 2) or p["description_zh"] in wanted \
-                    or p["id"].casefold() == w:
-                return p
-        return self.packages[0] if self.packages else None
+    # ------------------------------------------------------------ reading
+
+    async def _packages(self) -> Read | None:
+        client = self.access.client("deliveries")
+        return await self.access.read("deliveries", "packages", client.packages)
 
     def _name(self, p: dict[str, Any], ctx: ToolContext) -> str:
-        return p["description_zh"] if ctx.language == "zh" else f"your {p['description']}"
+        return p["description_zh"] if _zh(ctx) else f"your {p['description']}"
+
+    def _unreachable(self, ctx: ToolContext) -> ToolResult:
+        return ToolResult(ok=False, error="offline and no saved status",
+                          say="现在连不上快递服务，也没有保存的状态。" if _zh(ctx)
+                          else "I can't reach the delivery service right now, and I have no saved status.")
+
+    def _as_of(self, ctx: ToolContext, read: Read, say: str) -> str:
+        if read.source != "cache":
+            return say
+        return f"{read.as_of('zh')}的信息：{say}" if _zh(ctx) else f"{_cap(read.as_of('en'))}, {say[:1].lower()}{say[1:]}"
 
     async def _list(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        if ctx.language == "zh":
-            say = f"您有{len(self.packages)}个包裹：" + "，".join(f"{p['description_zh']}{p['status_zh']}" for p in self.packages) + "。"
+        try:
+            read = await self._packages()
+        except ServiceError as err:
+            return ToolResult(ok=False, error=err.message, say=err.message)
+        if read is None:
+            return self._unreachable(ctx)
+        packages = read.data
+        if _zh(ctx):
+            say = f"您有{len(packages)}个包裹：" + "，".join(f"{p['description_zh']}{p['status_zh']}" for p in packages) + "。"
         else:
-            say = f"You have {len(self.packages)} packages: " + "; ".join(
-                f"{p['description']}, {p['status']}" for p in self.packages) + "."
-        return ToolResult(ok=True, data={"packages": self.packages, "source": "fixture"}, say=say)
+            say = f"You have {len(packages)} packages: " + "; ".join(
+                f"{p['description']}, {p['status']}" for p in packages) + "."
+        return ToolResult(ok=True, data={"packages": packages, "source": read.source,
+                                         "age_seconds": round(read.age_seconds)}, say=self._as_of(ctx, read, say))
 
     async def _track(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        p = self._find(args.get("package"))
+        try:
+            read = await self._packages()
+        except ServiceError as err:
+            return ToolResult(ok=False, error=err.message, say=err.message)
+        if read is None:
+            return self._unreachable(ctx)
+        p = find_package(read.data, args.get("package"))
         if p is None:
-            return ToolResult(ok=True, data={"package": None, "source": "fixture"},
-                              say="没有在途的包裹。" if ctx.language == "zh" else "You have no packages on the way.")
-        say = (f"{p['description_zh']}{p['status_zh']}，预计{p['eta']}送达。" if ctx.language == "zh"
-               else f"{self._name(p, ctx).capitalize()} is {p['status']}, expected {p['eta']}.")
-        return ToolResult(ok=True, data={"package": p, "source": "fixture"}, say=say)
+            missing = args.get("package")
+            say = ((f"没有找到{missing}。" if missing else "没有在途的包裹。") if _zh(ctx) else
+                   (f"I can't find a package matching {missing}." if missing else "You have no packages on the way."))
+            return ToolResult(ok=True, data={"package": None, "source": read.source}, say=say)
+        say = (f"{p['description_zh']}{p['status_zh']}，预计{p['eta']}送达。" if _zh(ctx)
+               else f"{_cap(self._name(p, ctx))}: {p['status']}, expected {p['eta']}.")
+        pending = [e for e in await asyncio.to_thread(self.access.store.list, states=("pending", "in-flight"),
+                                                       service="deliveries")
+                   if e.body.get("package_id") == p["id"]]
+        if pending:
+            say += " 有一个更改在排队。" if _zh(ctx) else " A change to it is queued until we're back online."
+        return ToolResult(ok=True, data={"package": p, "source": read.source, "age_seconds": round(read.age_seconds),
+                                         "queued_changes": len(pending)}, say=self._as_of(ctx, read, say))
+
+    # ------------------------------------------------------------ changes (through the outbox)
+
+    async def _change(self, ctx: ToolContext, args: dict[str, Any], action: str, endpoint: str,
+                      body: dict[str, Any]) -> ToolResult:
+        try:
+            read = await self._packages()
+        except ServiceError as err:
+            return ToolResult(ok=False, error=err.message, say=err.message)
+        if read is None:
+            return self._unreachable(ctx)
+        p = find_package(read.data, args.get("package"))
+        if p is None:
+            return ToolResult(ok=False, error="no matching package",
+                              say="没有找到这个包裹。" if _zh(ctx) else "I can't tell which package you mean.")
+        # package_id rides along in the body so the car can tell which package a queued change is for.
+        body = {**body, "package_id": p["id"]}
+        queued = await self.access.queue(service="deliveries", action=action, method="POST",
+                                         path=f"/deliveries/{p['id']}/{endpoint}", body=body,
+                                         summary=self._name(p, ctx), language=ctx.language)
+        entry = queued.entry
+        data = {"package": p, "outbox": _outbox_view(entry)}
+        if queued.finished:
+            reason = (entry.last_error or "").split(": ", 1)[-1]
+            say = outcome_text(entry, entry.state, reason, expiry_minutes=self.config.outbox.expiry_minutes)
+            if entry.state == DELIVERED:
+                data["package"] = (entry.result or {}).get("package", p)
+                return ToolResult(ok=True, data=data, say=_cap(say.removeprefix("Done: ")))
+            return ToolResult(ok=False, data=data, error=reason or entry.state, say=say)
+        data["queued"] = True
+        say = (("现在离线，已排队，恢复网络后会处理并告诉您。" if not queued.online else "服务有点慢，已排队，完成后告诉您。")
+               if _zh(ctx) else
+               ("We're offline, so I've queued that change. I'll send it when we're back online and let you know."
+                if not queued.online else "The delivery service is slow; I've queued the change and will tell you."))
+        return ToolResult(ok=True, data=data, say=say)
 
     async def _reschedule(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        p = self._find(args.get("package"))
-        if p is None:
-            return ToolResult(ok=False, error="no package to reschedule")
-        p["eta"] = " ".join(x for x in (args["day"], args.get("time_window", "")) if x)
-        say = (f"{p['description_zh']}改到{p['eta']}送。" if ctx.language == "zh"
-               else f"{self._name(p, ctx).capitalize()} will now come {p['eta']}.")
-        return ToolResult(ok=True, data={"package": p, "source": "fixture"}, say=say)
+        body = {"day": args["day"]}
+        if args.get("time_window"):
+            body["time_window"] = args["time_window"]
+        return await self._change(ctx, args, "reschedule_delivery", "reschedule", body)
 
     async def _redirect(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        p = self._find(args.get("package"))
-        if p is None:
-            return ToolResult(ok=False, error="no package to redirect")
-        p["destination"] = args["destination"]
-        say = (f"{p['description_zh']}改送到{args['destination']}。" if ctx.language == "zh"
-               else f"{self._name(p, ctx).capitalize()} will go to {args['destination']} instead.")
-        return ToolResult(ok=True, data={"package": p, "source": "fixture"}, say=say)
+        wanted = args["destination"].strip()
+        destination = wanted
+        for place in self.config.vehicle.places:
+            names = [place.name.casefold(), *(a.casefold() for a in place.aliases)]
+            if wanted.casefold().removeprefix("the ").removeprefix("my ") in names:
+                destination = f"{place.address} ({place.name})"
+        return await self._change(ctx, args, "redirect_delivery", "redirect", {"destination": destination})
 
     async def _hold(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        p = self._find(args.get("package"))
-        if p is None:
-            return ToolResult(ok=False, error="no package to hold")
-        p["destination"] = args.get("locker") or "the nearest locker"
-        say = (f"{p['description_zh']}会放到快递柜。" if ctx.language == "zh"
-               else f"{self._name(p, ctx).capitalize()} will be left at {p['destination']}.")
-        return ToolResult(ok=True, data={"package": p, "source": "fixture"}, say=say)
+        body = {"locker": args["locker"]} if args.get("locker") else {}
+        return await self._change(ctx, args, "hold_at_locker", "locker", body)
+
+
+def _outbox_view(entry: Entry) -> dict[str, Any]:
+    return {"id": entry.id, "state": entry.state, "attempts": entry.attempts, "key": entry.key}
