@@ -170,6 +170,9 @@ class Watchdog:
             self.check_interval_s = self.timeout_s / 4
         else:
             self.check_interval_s = 5.0
+        if self.timeout_s is not None:
+            # A single lag spike must cost less than WatchdogSec= of silence, or it would mean a restart.
+            health.lag_window_s = min(health.lag_window_s, self.timeout_s / 2)
         self.pings = 0
         self.healthy = True
         self.reasons: list[str] = []
@@ -201,7 +204,11 @@ class Watchdog:
         try:
             while True:
                 self.check()
+                start = time.monotonic()
                 await asyncio.sleep(self.check_interval_s)
+                # Our own lateness is a lag sample too, taken before the verdict: after a blocked loop
+                # the verdict must not depend on whether the probe or this task wakes up first.
+                self.health.record_loop_lag(time.monotonic() - start - self.check_interval_s)
         finally:
             probe.cancel()
             with suppress(asyncio.CancelledError):
