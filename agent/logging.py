@@ -69,7 +69,8 @@ def setup_logging(level: str = "info", fmt: str = "auto", log_transcripts: bool 
 
 
 def get_logger(component: str) -> Any:
-    return structlog.get_logger().bind(component=component)
+    # A lazy proxy: binding at import time would freeze the configuration in force before setup_logging().
+    return structlog.get_logger(component=component)
 
 
 def bind_turn(turn_id: str) -> None:

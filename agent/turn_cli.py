@@ -1,9 +1,184 @@
-"""Commands that run turns: say, chat, eval, demo (text drive until the voice loop lands), doctor."""
+"""Commands that run turns through the local model: say, chat, eval."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from agent.turn import Assistant, TurnResult
+
+
+def print_turn(result: TurnResult, out: Any = sys.stdout) -> None:
+    """The human-readable form of a turn: what the driver said, the calls, their results, the reply, timings."""
+    print(f"driver › {result.text}", file=out)
+    for call in result.tool_calls:
+        args = json.dumps(call.arguments, ensure_ascii=False)
+        print(f"tool   › {call.name} {args}  [{call.status}]", file=out)
+        if call.result is not None:
+            print(f"         → {json.dumps(call.result, ensure_ascii=False)[:300]}", file=out)
+        if call.error:
+            print(f"         ! {call.error}", file=out)
+    print(f"car    › {result.reply}", file=out)
+    t = result.timings_ms
+    parts = [f"{label} {t[key]:.0f} ms" for key, label in
+             (("first_token", "first token"), ("tool_call_complete", "call decoded"), ("tool_done", "tool done"),
+              ("total", "total")) if key in t]
+    print("         " + " · ".join(parts), file=out)
+
+
+async def speak_to_wav(config: Any, text: str, language: str, path: Path) -> float:
+    """Synthesise `text` with Piper into a WAV file; returns its duration in seconds."""
+    import wave
+
+    from agent.tts.factory import voice_file
+    from agent.tts.piper import PiperTts
+
+    tts = await PiperTts.load(voice_file(config, language))
+    try:
+        frames, rate = bytearray(), 22050
+        async for chunk in tts.synthesize(text):
+            frames += chunk.pcm
+            rate = chunk.rate
+    finally:
+        await tts.aclose()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(bytes(frames))
+    return len(frames) / 2 / rate
+
+
+async def _assistant(config: Any) -> Assistant:
+    from agent.runtime import build_assistant
+
+    return await build_assistant(config)
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    from agent.cli import get_config
+
+    @app.command()
+    def say(
+        text: Annotated[str | None, typer.Argument(help="What the driver says.")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+        wav: Annotated[Path | None, typer.Option("--wav", help="Also write the spoken reply to this WAV file.")] = None,
+        audio: Annotated[Path | None, typer.Option("--audio", help="Take the request from a WAV file.")] = None,
+    ) -> None:
+        """Run one turn through the local model and print the calls and the reply."""
+        config = get_config()
+        if (text is None) == (audio is None):
+            raise typer.BadParameter("give the request as TEXT or with --audio FILE.wav (one of them)")
+
+        async def run() -> dict[str, Any]:
+            transcript = None
+            spoken = text
+            if audio is not None:
+                from agent.voice import transcribe_file
+
+                transcript = await transcribe_file(config, audio)
+                spoken = transcript
+            assistant = await _assistant(config)
+            try:
+                if audio is not None and not _usable(spoken or ""):
+                    from agent.llm.prompts import line
+
+                    result = _not_caught(spoken or "", config.language, line(config.language, "not_caught"))
+                else:
+                    result = await assistant.turn(spoken or "")
+                result.transcript = transcript
+                if wav is not None:
+                    await speak_to_wav(config, result.reply, result.language, wav)
+            finally:
+                await assistant.close()
+            return {"result": result, "warm": assistant.warm_info}
+
+        out = asyncio.run(run())
+        result: TurnResult = out["result"]
+        if as_json:
+            data = result.as_dict()
+            data["prompt_cache"] = {k: (round(v, 1) if isinstance(v, float) else v) for k, v in out["warm"].items()}
+            print(json.dumps(data, ensure_ascii=False))
+        else:
+            print_turn(result)
+
+    @app.command()
+    def chat() -> None:
+        """An interactive text conversation with the car (context is kept between turns)."""
+        config = get_config()
+
+        async def run() -> None:
+            assistant = await _assistant(config)
+            print(f"cabin-agent chat ({assistant.model.model_id}); empty line or Ctrl-D to quit.", file=sys.stderr)
+            try:
+                while True:
+                    try:
+                        line_in = await asyncio.to_thread(input, "you › ")
+                    except EOFError:
+                        break
+                    if not line_in.strip():
+                        break
+                    print_turn(await assistant.turn(line_in.strip()))
+            finally:
+                await assistant.close()
+
+        asyncio.run(run())
+
+    @app.command("eval")
+    def eval_cmd(
+        cases: Annotated[Path, typer.Argument(help="A JSONL file of cases (see docs/eval.md).")],
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.")] = None,
+        lang: Annotated[str | None, typer.Option("--lang", help="Only cases in this language.")] = None,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report here.")] = None,
+    ) -> None:
+        """Run many turns and score them: tool and argument accuracy, schema validity, no-tool accuracy, latency."""
+        from agent.evaluation import format_report, load_cases, run_eval
+
+        config = get_config()
+        selected = [c for c in load_cases(cases) if lang is None or c.lang == lang][:limit]
+
+        async def run() -> Any:
+            assistant = await _assistant(config)
+
+            async def run_turn(case: Any) -> dict[str, Any]:
+                assistant.reset()  # every case is a fresh conversation
+                return (await assistant.turn(case.text)).as_dict()
+
+            def progress(done: int, total: int, score: Any = None) -> None:
+                if not as_json:
+                    print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+            try:
+                report = await run_eval(selected, run_turn, progress=progress)
+            finally:
+                await assistant.close()
+            report.summary["model"] = assistant.model.model_id
+            return report
+
+        report = asyncio.run(run())
+        if not as_json:
+            print(file=sys.stderr)
+        text = report.to_json(indent=None)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(report.to_json(indent=1), encoding="utf-8")
+        print(text if as_json else format_report(report, verbose=True))
+
+
+def _usable(text: str) -> bool:
+    try:
+        from agent.asr.base import usable
+    except ImportError:
+        return bool(text.strip())
+    return usable(text)
+
+
+def _not_caught(text: str, language: str, reply: str) -> TurnResult:
+    return TurnResult(turn_id="-", text=text, language=language, tool_calls=[], reply=reply, timings_ms={})

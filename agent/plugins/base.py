@@ -48,6 +48,9 @@ class Tool:
     needs_confirmation: bool = False
     # Arguments that must come from what the driver said (not invented by the model), e.g. a temperature.
     grounded: tuple[str, ...] = ()
+    # Optional arguments kept only when one of their cue words was said ("fan", "空调"): a model that fills in
+    # every optional argument would otherwise change settings nobody asked for.
+    cues: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     plugin: str = ""
 
     def schema_for_prompt(self) -> dict[str, Any]:

@@ -53,6 +53,11 @@ class VehiclePlugin(Plugin):
                 },
                 handler=self._set_climate,
                 grounded=("temperature_c", "fan_level"),
+                cues={
+                    "zone": ("driver", "passenger", "rear", "back seat", "back", "主驾", "副驾", "后排", "司机", "乘客"),
+                    "fan_level": ("fan", "blower", "风"),
+                    "ac": ("ac", "a/c", "a c", "air con", "aircon", "air conditioning", "air conditioner", "空调", "冷气"),
+                },
             ),
             Tool(
                 name="navigate_to",
@@ -81,6 +86,7 @@ class VehiclePlugin(Plugin):
                 },
                 handler=self._play_media,
                 grounded=("query",),
+                cues={"kind": ("radio", "podcast", "station", "fm", "电台", "播客", "广播", "music", "song", "音乐", "歌")},
             ),
             Tool(
                 name="media_control",

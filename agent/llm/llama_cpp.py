@@ -1,0 +1,260 @@
+"""The local Qwen through llama-cpp-python: chat template, constrained decoding, and a persisted prompt cache."""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.errors import LlmError, ModelError
+from agent.llm.base import ChatPrompt, GenerationStep
+from agent.logging import get_logger
+
+log = get_logger("llm")
+
+GGUF_MAGIC = b"GGUF"
+# Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
+# answer with "{{...}}". Rendering the example the way the original template does keeps its output parseable.
+_TEMPLATE_FIXES = [
+    (
+        '{{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}}',
+        '{\\"name\\": <function-name>, \\"arguments\\": <args-json-object>}',
+    )
+]
+
+
+def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
+    # Hugging Face templates expect plain json.dumps (jinja's own tojson HTML-escapes < > & ').
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def check_gguf(path: Path, model_id: str) -> None:
+    fix = f"cabin-agent models fetch {model_id}"
+    if not path.is_file():
+        raise ModelError(f"model {model_id}: file {path} is missing; run `{fix}`", model=model_id, path=str(path))
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise ModelError(
+            f"model {model_id}: {path} is not a GGUF file (corrupt or partial); run `cabin-agent models verify` "
+            f"and `{fix}`",
+            code="model-corrupt",
+            model=model_id,
+            path=str(path),
+        )
+
+
+class LlamaCppModel:
+    """One llama.cpp context. Not thread-safe: the turn engine calls it from a single worker thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        model_id: str,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        n_batch: int = 256,
+        n_gpu_layers: int = 0,
+        cache_dir: Path | None = None,
+    ) -> None:
+        import llama_cpp
+
+        check_gguf(path, model_id)
+        self._llama_cpp = llama_cpp
+        self.model_id = model_id
+        self.path = path
+        started = time.monotonic()
+        try:
+            self.llm = llama_cpp.Llama(
+                str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=n_batch,
+                n_gpu_layers=n_gpu_layers,
+                verbose=False,
+            )
+        except Exception as err:  # llama.cpp reports a bad file as a bare ValueError
+            raise ModelError(
+                f"model {model_id}: {path} could not be loaded ({err}); run `cabin-agent models verify`",
+                code="model-corrupt",
+                model=model_id,
+                path=str(path),
+            ) from err
+        self.load_ms = (time.monotonic() - started) * 1000
+        self.cache_dir = cache_dir
+        self._grammars: dict[str, Any] = {}
+        self._template = self._load_template()
+        self.end_tokens = sorted(
+            {self.llm.token_eos(), *self._special_ids("<|im_end|>", "<|endoftext|>")} - {-1}
+        )
+        self.tool_call_token = next(iter(self._special_ids("<|tool_call|>", "<tool_call>")), -1)
+        log.info("model-loaded", model=model_id, load_ms=round(self.load_ms), n_ctx=n_ctx, n_threads=n_threads)
+
+    # ------------------------------------------------------------------ prompt
+
+    def _special_ids(self, *texts: str) -> list[int]:
+        ids = []
+        for text in texts:
+            toks = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+            if len(toks) == 1:
+                ids.append(toks[0])
+        return ids
+
+    def _load_template(self) -> Any:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        source = self.llm.metadata.get("tokenizer.chat_template")
+        if not source:
+            raise LlmError(f"model {self.model_id} has no chat template in its GGUF metadata", code="llm-no-template")
+        for old, new in _TEMPLATE_FIXES:
+            source = source.replace(old, new)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.filters["tojson"] = _tojson
+        return env.from_string(source)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens), special=True).decode("utf-8", errors="replace")
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ChatPrompt:
+        """The model's own chat template; the system turn (with the tools) is the cacheable prefix."""
+        text = self._template.render(messages=messages, tools=tools or None, add_generation_prompt=True)
+        tokens = self.tokenize(text)
+        prefix_text = self._template.render(messages=messages[:1], tools=tools or None, add_generation_prompt=False)
+        prefix = self.tokenize(prefix_text)
+        n = 0
+        for a, b in zip(prefix, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return ChatPrompt(tokens=tokens, prefix_len=n, text=text)
+
+    # ------------------------------------------------------------------ decoding
+
+    def _grammar(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = self._llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            self._grammars[key] = grammar
+        return grammar
+
+    def generate(
+        self,
+        tokens: Sequence[int],
+        *,
+        max_tokens: int,
+        stop_tokens: Sequence[int] = (),
+        json_schema: dict[str, Any] | None = None,
+        ban_first: Sequence[int] = (),
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[GenerationStep]:
+        """Greedy decoding (a car wants the same answer every time), optionally constrained by a JSON schema.
+
+        The longest token prefix already in the KV cache is reused, so the system prompt costs nothing here.
+        """
+        stops = set(stop_tokens) | set(self.end_tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        processors = None
+        if ban_first:
+            banned = np.array(sorted(set(ban_first)), dtype=np.int64)
+            start = len(tokens)
+
+            def _ban(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+                if len(input_ids) == start:
+                    scores[banned] = -np.inf
+                return scores
+
+            processors = self._llama_cpp.LogitsProcessorList([_ban])
+        grammar = self._grammar(json_schema) if json_schema is not None else None
+        count = 0
+        for token in self.llm.generate(
+            list(tokens), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, logits_processor=processors, grammar=grammar
+        ):
+            if token in stops or should_stop():
+                return
+            piece = self.llm.detokenize([token], special=True)
+            yield GenerationStep(token=token, text=decoder.decode(piece))
+            count += 1
+            if count >= max_tokens:
+                return
+
+    # ------------------------------------------------------------------ prompt cache
+
+    def _cache_path(self, prefix_tokens: Sequence[int]) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        stat = self.path.stat()
+        ident = hashlib.sha256()
+        ident.update(f"{self.path.name}:{stat.st_size}:{int(stat.st_mtime)}:{self._llama_cpp.__version__}".encode())
+        ident.update(f":{self.llm.n_ctx()}:".encode())
+        ident.update(np.asarray(prefix_tokens, dtype=np.int32).tobytes())
+        return self.cache_dir / f"{self.model_id}-{ident.hexdigest()[:16]}.kv"
+
+    def warm(self, prefix: ChatPrompt) -> dict[str, Any]:
+        """Make the system prefix resident in the KV cache: from memory, from the session file, or computed.
+
+        The session file is keyed by model file, llama.cpp version, context size and the exact prefix tokens,
+        so a changed prompt or tool set can never restore a stale cache.
+        """
+        tokens = prefix.tokens[: prefix.prefix_len]
+        n = len(tokens)
+        started = time.monotonic()
+        if self.llm.n_tokens >= n and list(self.llm.input_ids[:n]) == tokens:
+            return {"source": "memory", "tokens": n, "ms": 0.0}
+        path = self._cache_path(tokens)
+        if path is not None and path.is_file():
+            if self._restore(path, tokens):
+                ms = (time.monotonic() - started) * 1000
+                log.info("prompt-cache-restored", tokens=n, ms=round(ms, 1), file=path.name)
+                return {"source": "file", "tokens": n, "ms": ms}
+            log.warning("prompt-cache-stale", file=str(path))
+            path.unlink(missing_ok=True)
+        self.llm.reset()
+        self.llm.eval(tokens)
+        ms = (time.monotonic() - started) * 1000
+        if path is not None:
+            self._save(path, tokens)
+        log.info("prompt-cache-computed", tokens=n, ms=round(ms))
+        return {"source": "computed", "tokens": n, "ms": ms}
+
+    def _save(self, path: Path, tokens: Sequence[int]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        arr = (self._llama_cpp.llama_token * len(tokens))(*tokens)
+        if not self._llama_cpp.llama_state_save_file(self.llm._ctx.ctx, str(tmp).encode(), arr, len(tokens)):
+            tmp.unlink(missing_ok=True)
+            log.warning("prompt-cache-save-failed", file=str(path))
+            return
+        os.replace(tmp, path)
+        # Keep only this model's newest cache: an old prompt's cache is never valid again.
+        for old in path.parent.glob(f"{self.model_id}-*.kv"):
+            if old != path:
+                old.unlink(missing_ok=True)
+
+    def _restore(self, path: Path, tokens: Sequence[int]) -> bool:
+        n = len(tokens)
+        out = (self._llama_cpp.llama_token * (n + 1))()
+        count = ctypes.c_size_t(0)
+        self.llm.reset()
+        ok = self._llama_cpp.llama_state_load_file(
+            self.llm._ctx.ctx, str(path).encode(), out, n + 1, ctypes.byref(count)
+        )
+        if not ok or count.value != n or list(out[:n]) != list(tokens):
+            self.llm.reset()
+            return False
+        self.llm.input_ids[:n] = tokens
+        self.llm.n_tokens = n
+        return True
