@@ -223,6 +223,8 @@ def test_resolve_errors_name_the_key_and_the_choices() -> None:
         resolve(config(language="zh"), "asr", manifest=manifest)
     assert missing.value.code == "model-unresolved"
     assert "profile 'dev' has no asr model for language 'zh'" in missing.value.message
+    with pytest.raises(ModelError, match=r"its default is vad, a silero model: set vad.engine: silero"):
+        resolve(config(), "vad", engine="webrtcvad", manifest=manifest)
     with pytest.raises(ConfigError, match=r"models.profile: unknown profile 'car'"):
         resolve(config(models={"profile": "car"}), "llm", manifest=manifest)
 

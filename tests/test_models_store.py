@@ -8,6 +8,8 @@ import io
 import json
 import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -648,7 +650,8 @@ def test_cli_list_fetch_verify(tmp_path: Path, server: Served) -> None:
     target = tmp_path / "store" / "tiny-llm" / "tiny.gguf"
     target.write_bytes(GGUF.replace(b"GGUF", b"FUGG"))
     broken = runner.invoke(_cli(), ["models", "verify", "--profile", "dev"], env=env)
-    assert broken.exit_code == 1
+    assert isinstance(broken.exception, ModelError) and broken.exception.exit_status != 0
+    assert "1 of 1 model(s) failed verification: tiny-llm" in broken.exception.message
     assert f"FAIL  tiny-llm: {target} corrupt" in broken.output
     assert "fix: cabin-agent models fetch tiny-llm" in broken.output
 
@@ -656,8 +659,19 @@ def test_cli_list_fetch_verify(tmp_path: Path, server: Served) -> None:
 def test_cli_fetch_failure_exits_nonzero_naming_the_model(tmp_path: Path) -> None:
     env = {"CABIN_AGENT_CONFIG": str(_config_file(tmp_path, _manifest_data(closed_port_url("/tiny.gguf"))))}
     result = CliRunner().invoke(_cli(), ["models", "fetch"], env=env)
-    assert result.exit_code == 66
+    assert isinstance(result.exception, ModelError)
     assert "FAIL     tiny-llm: model tiny-llm: could not fetch tiny.gguf" in result.output
+    # Through the real entry point the failure must reach the shell as a non-zero status.
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "models", "fetch"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 66, proc.stderr
+    assert "cabin-agent: 1 of 1 model(s) could not be fetched (profile dev" in proc.stderr
     unknown = CliRunner().invoke(_cli(), ["models", "fetch", "nope"], env=env)
     assert unknown.exit_code != 0 and "unknown model 'nope'" in str(unknown.exception)
 
@@ -673,7 +687,7 @@ def test_doctor_reports_each_check_and_fails_on_missing_models(
     runner = CliRunner()
 
     missing = runner.invoke(_cli(), ["doctor"], env=env)
-    assert missing.exit_code == 1
+    assert missing.exit_code == 1 and str(missing.exception).startswith("doctor: 1 failure(s)")
     assert "OK    config" in missing.output
     assert (
         "FAIL  models" in missing.output and "run: cabin-agent models fetch --profile dev" in missing.output
@@ -693,5 +707,5 @@ def test_doctor_flags_an_invalid_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("llm:\n  n_threads: 0\n")
     result = CliRunner().invoke(_cli(), ["doctor"], env={"CABIN_AGENT_CONFIG": str(bad)})
-    assert result.exit_code == 1
+    assert result.exit_code == 1 and "doctor: " in str(result.exception)
     assert "FAIL  config         llm.n_threads" in result.output

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from agent.errors import EX_NOINPUT, CabinError, ConfigError, ModelError
+from agent.errors import CabinError, ConfigError, ModelError
 
 ProfileOption = Annotated[
     str | None, typer.Option("--profile", "-p", help="Profile from the manifest (default: models.profile).")
@@ -91,17 +91,20 @@ def fetch(
     took = time.monotonic() - started
     scope = f"profile {name}" if not model_ids else f"{len(ids)} model(s)"
     if failed:
-        typer.echo(
-            f"{len(failed)} of {len(ids)} failed ({scope}, {took:.1f} s): {', '.join(failed)}", err=True
+        # Raised, not typer.Exit: agent.cli.main runs click with standalone_mode=False, where Exit means 0.
+        raise ModelError(
+            f"{len(failed)} of {len(ids)} model(s) could not be fetched ({scope}, {took:.1f} s): "
+            + ", ".join(failed),
+            code="model-unavailable",
+            models=failed,
         )
-        raise typer.Exit(EX_NOINPUT)
     typer.echo(f"{len(ids)} model(s) verified in {store.root} ({scope}, {took:.1f} s)")
 
 
 def verify(model_ids: ModelIds = None, profile: ProfileOption = None) -> None:
     """Re-hash every file of the models; exit non-zero naming each missing or corrupt file."""
     store, ids, name = _store_and_ids(model_ids, profile)
-    bad = 0
+    bad: list[str] = []
     for model_id in ids:
         started = time.monotonic()
         status = store.verify(model_id)
@@ -109,14 +112,15 @@ def verify(model_ids: ModelIds = None, profile: ProfileOption = None) -> None:
         if status.ok:
             typer.echo(f"OK    {model_id}  ({len(status.files)} file(s), {took:.2f} s)")
             continue
-        bad += 1
+        bad.append(model_id)
         for problem in status.problems():
             detail = f" ({problem.detail})" if problem.detail else ""
             typer.echo(f"FAIL  {model_id}: {problem.location} {problem.state}{detail}", err=True)
         typer.echo(f"      fix: cabin-agent models fetch {model_id}", err=True)
     if bad:
-        typer.echo(f"{bad} of {len(ids)} model(s) failed verification", err=True)
-        raise typer.Exit(1)
+        raise ModelError(
+            f"{len(bad)} of {len(ids)} model(s) failed verification: {', '.join(bad)}", code="model-corrupt"
+        )
 
 
 # ---------------------------------------------------------------- doctor
@@ -179,11 +183,23 @@ def _check_models(checks: _Checks, config) -> None:  # type: ignore[no-untyped-d
         else:
             first = status.problems()[0]
             checks.line("FAIL", "models", f"{what}: {first.location} {first.state}; run: {fix}")
-    for role in ("llm", "asr", "tts", "wake", "vad"):
+    # Which model each configured engine will load; engines without model files are skipped.
+    engines = {
+        "llm": "llama_cpp",
+        "asr": config.asr.engine,
+        "tts": config.tts.engine,
+        "wake": config.wake.engine if config.wake.engine in ("vosk", "pocketsphinx") else None,
+        "vad": "silero" if config.vad.engine == "silero" else None,
+    }
+    for role, engine in engines.items():
+        if engine is None:
+            continue
         try:
-            resolve(config, role, manifest=store.manifest)
+            chosen = resolve(config, role, engine=engine, manifest=store.manifest)
         except CabinError as err:
-            checks.line("WARN", "models", f"{role}: {err.message}")
+            checks.line("WARN", "models", f"{role} ({engine}): {err.message}")
+            continue
+        checks.line("OK", "models", f"{role} {config.language} ({engine}) -> {chosen}")
 
 
 def _check_audio(checks: _Checks, config) -> None:  # type: ignore[no-untyped-def]
@@ -252,9 +268,9 @@ def doctor() -> None:
     _check_audio(checks, config)
     _check_llama(checks)
     summary = f"{checks.failed} failure(s), {checks.warned} warning(s)"
-    typer.echo(summary, err=bool(checks.failed))
     if checks.failed:
-        raise typer.Exit(1)
+        raise CabinError(f"doctor: {summary}", code="doctor-failed")  # exit status 1
+    typer.echo(summary)
 
 
 def register(app: typer.Typer) -> None:

@@ -437,11 +437,14 @@ def resolve(
     candidates = [
         m.id for m in manifest.models if m.serves(role, language) and (not engine or m.engine == engine)
     ]
-    hint = (
-        f"set {OVERRIDE_KEYS[role]} to one of: {', '.join(candidates)}"
-        if role in OVERRIDE_KEYS and candidates
-        else (f"models that would fit: {', '.join(candidates)}" if candidates else "the manifest has none")
-    )
+    hints = []
+    if chosen is not None and engine is not None:
+        other = manifest.model(chosen).engine
+        hints.append(f"its default is {chosen}, a {other} model: set {role}.engine: {other}")
+    if candidates:
+        where = f"set {OVERRIDE_KEYS[role]} to one of:" if role in OVERRIDE_KEYS else "models that would fit:"
+        hints.append(f"{where} {', '.join(candidates)}")
+    hint = "; or ".join(hints) or "the manifest has none"
     raise ModelError(
         f"profile {profile_name!r} has no {what} model for language {language!r}; {hint}",
         code="model-unresolved",
