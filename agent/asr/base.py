@@ -93,6 +93,10 @@ class EngineThread:
         # A cancelled await returns at once; the call already running finishes in the thread and is dropped.
         return await loop.run_in_executor(self._executor, fn, *args)
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Queue background work (e.g. preparing the next utterance) without waiting; `fn` logs its errors."""
+        return self._executor.submit(fn, *args)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -142,17 +146,16 @@ FILLERS = frozenset(
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|<[^>]*>")
 
 
-def _strip_punct(token: str) -> str:
-    return "".join(ch for ch in token if not unicodedata.category(ch).startswith(("P", "S")))
-
-
 def usable(text: str | None) -> bool:
     """False for transcripts worth no model call: empty, punctuation only, fillers ("uh", "[unk]") only."""
     if not text:
         return False
-    for token in _ANNOTATION.sub(" ", text.casefold()).split():
-        bare = _strip_punct(token)
-        if not bare or bare in FILLERS:
+    spaced = "".join(
+        " " if unicodedata.category(ch).startswith(("P", "S")) else ch
+        for ch in _ANNOTATION.sub(" ", text.casefold())
+    )
+    for bare in spaced.split():
+        if bare in FILLERS:
             continue
         # A CJK run without spaces ("嗯嗯啊") is filler when every character is.
         if all(ch in FILLERS for ch in bare):

@@ -11,6 +11,7 @@ Vocabulary biasing depends on the model's graph:
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
@@ -44,10 +45,22 @@ def graph_kind(model_dir: Path) -> Literal["lookahead", "static", "unknown"]:
     return "unknown"
 
 
+def snap_phrase(text: str, phrases: Sequence[str], min_ratio: float = 0.5) -> str | None:
+    """The phrase closest to `text` word by word; None when none shares `min_ratio` of its words."""
+    words = text.split()
+    best, best_ratio = None, 0.0
+    for phrase in phrases:
+        ratio = difflib.SequenceMatcher(None, words, phrase.split()).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = phrase, ratio
+    return best if best_ratio >= min_ratio else None
+
+
 class VoskRecognizer:
     """A loaded vosk model; `transcribe()` runs one utterance at a time on a dedicated worker thread."""
 
     name = "vosk"
+    sample_rate_hz = 16000
 
     def __init__(
         self,
@@ -57,7 +70,10 @@ class VoskRecognizer:
         sample_rate_hz: int = 16000,
         max_alternatives: int = 5,
         feed_ms: int = 100,
+        snap: bool = True,
     ) -> None:
+        """`snap`: in grammar mode, replace the final text by the closest grammar phrase (vosk's grammar is a
+        bigram over the phrases' words, so it can emit word soup such as "엄마 에게 줘 전화 해")."""
         import vosk  # native library: imported only by this backend
 
         self.model_dir = Path(model_dir)
@@ -85,7 +101,9 @@ class VoskRecognizer:
         self.has_unk = self.knows("[unk]")
         self._vocabulary: list[str] = []
         self._grammar: list[str] = []
-        self._recognizer: Any = None  # rebuilt when the vocabulary or mode changes
+        self._recognizer: Any = None  # the current utterance's KaldiRecognizer
+        self._spare: tuple[tuple[Any, ...], Any] | None = None  # the next one, built while idle
+        self.snap = snap
         self._thread = EngineThread("asr-vosk")
         log.info(
             "vosk model loaded", path=str(self.model_dir), graph=self.graph, has_unk=self.has_unk, mode=mode
@@ -124,7 +142,6 @@ class VoskRecognizer:
                 dropped.append(phrase)
         self._vocabulary = [p.casefold() for p in phrases]
         self._grammar = grammar
-        self._recognizer = None
         if dropped:
             # Vocabulary entries are menu/contact names, not the driver's words: fine to name at debug.
             log.info(
@@ -141,7 +158,6 @@ class VoskRecognizer:
 
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
-        self._recognizer = None
 
     @property
     def _grammar_active(self) -> bool:
@@ -164,11 +180,25 @@ class VoskRecognizer:
         rec.SetWords(True)
         return rec
 
+    def _key(self) -> tuple[Any, ...]:
+        return (self._grammar_active, tuple(self._grammar), bool(self._vocabulary), self.max_alternatives)
+
+    def _prepare(self) -> None:
+        """Build the next utterance's recognizer now, off the critical path (free mode takes ~70 ms)."""
+        try:
+            self._spare = (self._key(), self._make_recognizer())
+        except Exception as err:  # the next _start() builds one itself and reports the failure
+            self._spare = None
+            log.warning("vosk recognizer could not be prepared", error=str(err))
+
     def _start(self) -> None:
-        if self._recognizer is None:
-            self._recognizer = self._make_recognizer()
+        # A fresh recognizer per utterance: a reused one carries its i-vector adaptation over, which made the
+        # same audio decode differently depending on what came before.
+        spare, self._spare = self._spare, None
+        if spare is not None and spare[0] == self._key():
+            self._recognizer = spare[1]
         else:
-            self._recognizer.Reset()
+            self._recognizer = self._make_recognizer()
 
     def _feed(self, pcm: bytes) -> tuple[bool, dict[str, Any]]:
         rec = self._recognizer
@@ -243,8 +273,14 @@ class VoskRecognizer:
         except Exception as err:  # CancelledError is a BaseException and passes through
             self._recognizer = None  # its state is unknown now
             raise engine_failed("vosk", err) from err
+        self._thread.submit(self._prepare)
         text = " ".join(s for s in segments if s).strip()
         confidence = sum(confidences) / len(confidences) if confidences else None
+        if self.snap and self._grammar_active and text:
+            snapped = snap_phrase(text, self._grammar)
+            if snapped is not None and snapped != text:
+                log.debug("vosk grammar result snapped", transcript=text, utterance=snapped)
+                text, words = snapped, []
         log.debug("vosk final", transcript=text, confidence=confidence)
         yield Transcript(
             text, is_final=True, confidence=confidence, words=tuple(words), timestamp_ms=now_ms()

