@@ -1,0 +1,76 @@
+"""Wake word stage: the engine Protocol, what a detection carries, and the engine factory.
+
+Engines are synchronous and fed 16 kHz mono chunks; `WakeDetector` (agent.wake.detector) runs them off the event
+loop and adds the refractory period, gating while the car speaks, push-to-talk and the follow-up window.
+Only the backend modules import native libraries, so this module imports fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from agent.audio.chunk import AudioChunk
+from agent.config import Config
+from agent.errors import WakeError
+
+DetectionSource = Literal["engine", "push-to-talk", "follow-up"]
+
+
+@dataclass(frozen=True)
+class Detection:
+    phrase: str
+    engine: str
+    timestamp_ms: float  # monotonic ms (agent.events.now_ms) of the chunk that completed the phrase
+    score: float | None = None
+    source: DetectionSource = "engine"
+    during_playback: bool = False  # barge-in: the car was speaking
+    # Audio already heard that belongs to the request (follow-up speech onset); feed it to the endpointer first.
+    preroll: tuple[AudioChunk, ...] = field(default=(), repr=False)
+
+
+@runtime_checkable
+class WakeEngine(Protocol):
+    name: str
+    phrase: str
+    rate_hz: int
+
+    def process(self, chunk: AudioChunk) -> Detection | None:
+        """Feed one chunk (any size); a Detection when the phrase has just been heard."""
+        ...
+
+    def reset(self) -> None:
+        """Forget partial matches (after a detection, after playback gating)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def create_engine(config: Config, *, model_dir: Path | None = None) -> WakeEngine | None:
+    """The configured engine, or None for `wake.engine: none` (push-to-talk only).
+
+    `model_dir` is the vosk model directory (from the model manager) for the vosk engine.
+    """
+    wake = config.wake
+    phrase = config.wake_phrase
+    if wake.engine == "none":
+        return None
+    if wake.engine == "pocketsphinx":
+        from agent.wake.pocketsphinx import PocketsphinxWake
+
+        return PocketsphinxWake(phrase, threshold=wake.threshold)
+    if wake.engine == "vosk":
+        from agent.wake.vosk import VoskWake
+
+        if model_dir is None:
+            raise WakeError("the vosk wake engine needs a vosk model directory", code="wake-model-missing")
+        return VoskWake(model_dir, phrase, threshold=wake.threshold)
+    if wake.engine == "openwakeword":
+        from agent.wake.openwakeword import OpenWakeWordWake
+
+        if wake.openwakeword_model is None:
+            raise WakeError("wake.openwakeword_model: a model file is required for openwakeword",
+                            code="wake-model-missing", key="wake.openwakeword_model")
+        return OpenWakeWordWake(wake.openwakeword_model, phrase, threshold=wake.threshold)
+    raise WakeError(f"wake.engine: unknown engine {wake.engine!r}", code="wake-engine-unknown")
