@@ -9,6 +9,7 @@ def register(app: typer.Typer) -> None:
     from agent import turn_cli
 
     turn_cli.register(app)
+    from agent import demo; demo.register(app)  # noqa: E702
     from agent import control_cli; control_cli.register(app)  # noqa: E702
     from agent import voice_cli; voice_cli.register(app)  # noqa: E702
     from agent import outbox_cli; outbox_cli.register(app)  # noqa: E702
