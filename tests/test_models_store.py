@@ -300,6 +300,7 @@ def test_all_sources_failing_names_each_source_and_why(tmp_path: Path, server: S
     assert dead in message
     assert "HTTP 404" in message and f"{server.base_url}/gone.gguf" in message
     assert len(err.value.context["tried"]) == 2
+    assert not (tmp_path / "store" / f"tiny-llm{PART_SUFFIX}").exists()  # nothing to resume: no clutter left
     assert message.rstrip().endswith("`cabin-agent models fetch tiny-llm`")
 
 

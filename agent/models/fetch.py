@@ -436,6 +436,13 @@ class ModelStore:
                     return FetchReport(model_id, status.directory, label, took, downloaded, tried)
                 bad = "; ".join(f"{f.path} {f.state}" for f in status.problems())
                 tried.append(f"{label}: files still not verified afterwards ({bad})")
+        # Keep resumable bytes, drop the empty folders a failed attempt leaves behind.
+        part_root = self.root / f"{model_id}{PART_SUFFIX}"
+        for folder in sorted(part_root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        if part_root.is_dir() and not any(part_root.iterdir()):
+            part_root.rmdir()
         first_file = entry.files[0].path
         lines = "\n".join(f"  - {t}" for t in tried)
         raise ModelError(
