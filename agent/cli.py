@@ -59,7 +59,10 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> None:
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # With standalone_mode=False click returns a command's exit status instead of exiting.
+        status = app(args=argv, standalone_mode=False)
+        if isinstance(status, int) and status != 0:
+            sys.exit(status)
     except CabinError as err:
         print(f"cabin-agent: {err.message}", file=sys.stderr)
         sys.exit(err.exit_status)
