@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -49,8 +49,8 @@ class LlmConfig(Section):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_reply_tokens: int = Field(default=80, ge=8, le=1024)
     max_call_tokens: int = Field(default=96, ge=16, le=1024)
-    # Turns of history kept for follow-ups ("make it 22 instead").
-    history_turns: int = Field(default=3, ge=0, le=20)
+    # Turns of history kept for follow-ups ("make it 22 instead"); each is re-read on every turn, so keep it small.
+    history_turns: int = Field(default=1, ge=0, le=20)
     # Persist the system prompt's KV cache so the first turn after a restart starts fast.
     persist_prompt_cache: bool = True
     # Constrain output with a grammar built from the tool schemas (every call parses and validates).
@@ -243,32 +243,58 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys a section accepts, found by walking the model along the error location."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        annotation = field.annotation
-        current = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds, directly or as the items of a list (`places: list[Place]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _key_path(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[str]]:
+    """The error location as the driver's config keys, and the keys allowed where the last one sits.
+
+    List indexes are kept (`vehicle.places.0.name`); pydantic's union-branch tags (`audio.input_device.str`)
+    are not keys and are dropped.
+    """
+    current: type[BaseModel] | None = Config
+    keys: list[Any] = []
+    allowed: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            keys.append(part)
+            continue
         if current is None:
-            return []
-    return sorted(getattr(current, "model_fields", {}))
+            continue  # inside a leaf value: a union-branch tag such as "str" or "int"
+        allowed = sorted(current.model_fields)
+        keys.append(part)
+        field = current.model_fields.get(part)
+        current = _section_of(field.annotation) if field is not None else None
+    return tuple(keys), allowed
 
 
-def _describe(error: dict[str, Any]) -> str:
-    loc = tuple(error["loc"])
+def _describe(errors: list[dict[str, Any]]) -> str:
+    """One line for the errors at one key (several when a value matched none of a union's types)."""
+    first = errors[0]
+    loc, allowed = _key_path(tuple(first["loc"]))
     key = _format_loc(loc)
-    got = error.get("input")
-    if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(Config, loc)
+    got = first.get("input")
+    if first["type"] == "extra_forbidden":
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"{key}: unknown key{hint}"
-    msg = error["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return f"{key}: {msg} (got {got!r})"
+    msgs: list[str] = []
+    for error in errors:
+        msg = error["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if msgs and msg.startswith("Input should be "):
+            msg = msg[len("Input should be ") :]
+        if msg not in msgs:
+            msgs.append(msg)
+    return f"{key}: {' or '.join(msgs)} (got {got!r})"
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -338,11 +364,14 @@ def validate(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        errors = err.errors()
-        line = _describe(errors[0])
-        if len(errors) > 1:
-            line += f" (and {len(errors) - 1} more)"
-        raise ConfigError(line, key=_format_loc(tuple(errors[0]["loc"]))) from None
+        by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for error in err.errors():
+            by_key.setdefault(_key_path(tuple(error["loc"]))[0], []).append(error)
+        (first_key, first_errors), *others = by_key.items()
+        line = _describe(first_errors)
+        if others:
+            line += f" (and {len(others)} more)"
+        raise ConfigError(line, key=_format_loc(first_key)) from None
 
 
 def load_config(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:

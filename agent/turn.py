@@ -377,8 +377,10 @@ class Assistant:
         else:
             reply = result.say or line(ctx.language, "done" if result.ok else "failed")
         if messages is not None:  # [..., user, assistant tool call]
+            # History is re-read on the next turn (prompt tokens cost time): keep the tool's outcome short.
+            outcome = {"ok": result.ok, "said": reply} if result.ok else {"ok": False, "error": result.error}
             self._remember([messages[-2], messages[-1],
-                            {"role": "tool", "content": json.dumps(result.for_model(), ensure_ascii=False)},
+                            {"role": "tool", "content": json.dumps(outcome, ensure_ascii=False)},
                             {"role": "assistant", "content": reply}])
         return reply
 
