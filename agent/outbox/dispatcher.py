@@ -44,6 +44,15 @@ def _retryable(err: BaseException) -> bool:
     return isinstance(err, ServiceError) and err.retryable
 
 
+def _backoff(first_seconds: float, max_seconds: float, jitter_seconds: float) -> wait_exponential_jitter:
+    """Exponential backoff with jitter; tenacity 9 renamed `initial` to `multiplier`, 8.x only knows `initial`."""
+    import inspect
+
+    params = inspect.signature(wait_exponential_jitter.__init__).parameters
+    first = {"multiplier": first_seconds} if "multiplier" in params else {"initial": first_seconds}
+    return wait_exponential_jitter(**first, max=max_seconds, jitter=jitter_seconds)
+
+
 class _stop_when(stop_base):
     """A tenacity stop condition from a plain predicate (offline, expired, entry gone)."""
 
@@ -197,11 +206,10 @@ class Dispatcher:
         service = entry.service
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retryable),
-            wait=wait_exponential_jitter(initial=self.initial_backoff_seconds, max=self.max_backoff_seconds,
-                                         jitter=self.jitter_seconds),
+            wait=_backoff(self.initial_backoff_seconds, self.max_backoff_seconds, self.jitter_seconds),
             stop=stop_any(
                 _stop_when(lambda: not self._online(service)),
-                _stop_when(lambda: current.attempts >= self.max_attempts),
+                _stop_when(lambda: attempts_made[0] >= self.max_attempts),
             ),
             before_sleep=lambda rs: log.info("outbox-retry", entry=entry.id, service=service,
                                               attempt=rs.attempt_number, wait_seconds=round(rs.upcoming_sleep, 2),
@@ -209,10 +217,16 @@ class Dispatcher:
             reraise=True,
         )
         current = entry
+        attempts_made = [entry.attempts]  # persisted attempts, including those before a restart
+
+        async def attempt_once() -> Entry:
+            attempts_made[0] += 1
+            return await self._attempt(current)
+
         try:
             async for attempt in retrying:
                 with attempt:
-                    current = await self._attempt(current)
+                    current = await attempt_once()
         except ServiceError as err:
             current = await asyncio.to_thread(self.store.get, entry.id)
             if current.is_open and current.attempts >= self.max_attempts:
