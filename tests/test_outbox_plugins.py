@@ -1,0 +1,228 @@
+"""The meals and deliveries plugins on the real service, wired like the daemon wires them (shared store, monitor,
+event bus, a running dispatcher) and like a one-shot `say` (nothing shared). The turn engine's confirmation is
+played here as it will be: ask `confirmation_prompt`, then run the handler only on "yes"."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import pytest
+
+from agent.connectivity.monitor import ConnectivityMonitor
+from agent.events import EventBus
+from agent.outbox.dispatcher import Dispatcher
+from agent.outbox.store import CANCELLED, DELIVERED, OPEN_STATES, OutboxStore
+from agent.plugins.base import ToolContext
+from agent.plugins.deliveries import DeliveriesPlugin
+from agent.plugins.meals import MealsPlugin
+from agent.services.reference import ReferenceService
+from agent.services.testing import service_config
+
+T = 10.0
+PIZZA = {"item": "pepperoni pizza", "size": "large", "restaurant": "Luigi's"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        import time
+
+        self.offset = 0.0
+        self._time = time.time
+
+    def __call__(self) -> float:
+        return self._time() + self.offset
+
+
+@pytest.fixture
+def service(tmp_path):
+    with ReferenceService(tmp_path / "service.db") as svc:
+        yield svc
+
+
+@asynccontextmanager
+async def daemon(service, tmp_path, clock=None, **overrides):
+    """What the daemon will do: one store, monitor and bus in `services`, the dispatcher as a task."""
+    config = service_config(service.url, tmp_path / "outbox.db", **overrides)
+    bus = EventBus()
+    store = OutboxStore(tmp_path / "outbox.db", **({"clock": clock} if clock else {}))
+    monitor = ConnectivityMonitor(config, bus)
+    services = {"outbox": store, "connectivity": monitor, "events": bus}
+    dispatcher = Dispatcher(store, config, monitor=monitor, events=bus, initial_backoff_seconds=0.02,
+                            max_backoff_seconds=0.1, poll_interval_seconds=0.05)
+    meals, deliveries = MealsPlugin(config, services=services), DeliveriesPlugin(config, services=services)
+    tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(dispatcher.run())]
+    try:
+        await asyncio.wait_for(monitor.wait_online("meals", T) if service.is_up else asyncio.sleep(0.2), T + 1)
+        yield config, store, monitor, meals, deliveries
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), T)
+        await asyncio.wait_for(meals.stop(), T)
+        await asyncio.wait_for(deliveries.stop(), T)
+        await asyncio.wait_for(monitor.aclose(), T)
+        store.close()
+
+
+async def turn(plugin, config, tool: str, args: dict, answer: str = "yes", language: str = "en"):
+    """The turn engine's confirmation protocol: (prompt, result or None when the driver said no)."""
+    ctx = ToolContext(config=config, language=language)
+    spec = {t.name: t for t in plugin.tools()}[tool]
+    prompt = None
+    if spec.needs_confirmation:
+        prompt = await asyncio.wait_for(plugin.confirmation_prompt(ctx, tool, args), T)
+        if prompt is not None and answer != "yes":
+            return prompt, None
+    return prompt, await asyncio.wait_for(spec.handler(ctx, args), T)
+
+
+async def _until(predicate, interval: float = 0.02) -> None:
+    while not predicate():
+        await asyncio.sleep(interval)
+
+
+def test_tool_names_and_schemas_are_kept():
+    config = service_config("http://127.0.0.1:9", "/tmp/unused.db")
+    names = [t.name for t in MealsPlugin(config).tools()] + [t.name for t in DeliveriesPlugin(config).tools()]
+    assert names == ["search_restaurants", "order_meal", "order_status", "cancel_order", "list_deliveries",
+                     "track_package", "reschedule_delivery", "redirect_delivery", "hold_at_locker"]
+    order = {t.name: t for t in MealsPlugin(config).tools()}["order_meal"]
+    assert order.needs_confirmation and order.requires_network and order.parameters["required"] == ["item"]
+    assert "delivery_address" in order.parameters["properties"]
+
+
+async def test_yes_places_the_order_once_with_the_priced_confirmation(service, tmp_path):
+    async with daemon(service, tmp_path) as (config, store, _, meals, _):
+        prompt, result = await turn(meals, config, "order_meal", PIZZA, "yes")
+        entry = store.latest(service="meals", action="order_meal")
+    assert prompt == "A large pepperoni pizza from Luigi's Pizzeria, 89 yuan. Shall I order it?"
+    assert result.ok and result.say == "Ordered. It should arrive at home in about 25 minutes."
+    assert entry.state == DELIVERED and entry.body["delivery_address"] == "12 Linden Road"
+    assert len(service.orders()) == 1 and service.orders()[0]["total"] == 89
+
+
+async def test_no_drops_it_nothing_is_queued_or_ordered(service, tmp_path):
+    async with daemon(service, tmp_path) as (config, store, _, meals, _):
+        prompt, result = await turn(meals, config, "order_meal", PIZZA, "no")
+        assert prompt.endswith("Shall I order it?") and result is None
+        assert store.list() == []
+    assert service.orders() == []
+
+
+async def test_chinese_confirmation(service, tmp_path):
+    async with daemon(service, tmp_path) as (config, _, _, meals, _):
+        prompt, _ = await turn(meals, config, "order_meal", PIZZA, "no", language="zh")
+    assert prompt == "路易吉披萨的1份大份意大利辣香肠披萨，89元。要下单吗？"
+
+
+async def test_over_the_spend_limit_is_refused_without_asking(service, tmp_path):
+    async with daemon(service, tmp_path, services={"spend_limit": 100}) as (config, store, _, meals, _):
+        prompt, result = await turn(meals, config, "order_meal", {**PIZZA, "quantity": 2})
+        assert prompt is None and not result.ok
+        assert result.say == "That is 178 yuan, over your 100 yuan spend limit."
+        assert store.list() == []
+    assert service.orders() == []
+
+
+async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_path):
+    service.go_down()
+    async with daemon(service, tmp_path) as (config, store, monitor, meals, _):
+        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        _, result = await turn(meals, config, "order_meal", {**PIZZA, "delivery_address": "office"})
+        entry = store.latest(service="meals", action="order_meal")
+        assert result.ok and result.data["queued"]
+        assert result.say.startswith("We're offline, so I've queued it.")
+        assert entry.state == "pending"  # committed before the car said "queued"
+        _, status = await turn(meals, config, "order_status", {})
+        assert "is queued, waiting for the connection" in status.say
+        service.come_up()
+        await asyncio.wait_for(_until(lambda: store.get(entry.id).state not in OPEN_STATES), T)
+        notices = store.pending_announcements()
+    assert [n.text for n in notices] == ["Your order is placed: a large pepperoni pizza from Luigi's Pizzeria, 89 yuan. "
+                                    "It should arrive in about 25 minutes."]
+    assert service.orders()[0]["delivery_address"] == "88 Century Avenue"
+
+
+async def test_cancel_a_queued_order_before_it_left_the_car(service, tmp_path):
+    service.go_down()
+    async with daemon(service, tmp_path) as (config, store, monitor, meals, _):
+        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        await turn(meals, config, "order_meal", PIZZA)
+        prompt, result = await turn(meals, config, "cancel_order", {})
+        entry = store.latest(service="meals", action="order_meal")
+        assert prompt == "Cancel your order of a large pepperoni pizza from Luigi's Pizzeria, 89 yuan?"
+        assert result.ok and entry.state == CANCELLED
+        assert result.say == "Cancelled. The order had not been sent yet."
+        service.come_up()
+        await asyncio.sleep(0.3)
+    assert service.orders() == []
+
+
+async def test_cancel_a_placed_order_online(service, tmp_path):
+    async with daemon(service, tmp_path) as (config, _, _, meals, _):
+        await turn(meals, config, "order_meal", PIZZA)
+        _, result = await turn(meals, config, "cancel_order", {})
+        _, status = await turn(meals, config, "order_status", {})
+    assert result.say == "Your order is cancelled."
+    assert status.say == "Your pepperoni pizza order is cancelled."
+
+
+async def test_4xx_is_told_to_the_driver_right_away(service, tmp_path):
+    service.set_restaurant_open("luigis", False)
+    async with daemon(service, tmp_path) as (config, _, _, meals, _):
+        _, result = await turn(meals, config, "order_meal", PIZZA)
+    assert not result.ok
+    assert result.say == ("I couldn't place your order of a large pepperoni pizza from Luigi's Pizzeria, 89 yuan: "
+                          "Luigi's Pizzeria is closed right now.")
+
+
+async def test_offline_status_is_the_last_known_one_with_its_age(service, tmp_path):
+    clock = Clock()
+    async with daemon(service, tmp_path, clock=clock) as (config, store, monitor, meals, deliveries):
+        await turn(meals, config, "order_meal", PIZZA)
+        await turn(meals, config, "order_status", {})
+        await turn(deliveries, config, "list_deliveries", {})
+        service.go_down()
+        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        clock.offset = 12 * 60
+        _, status = await turn(meals, config, "order_status", {})
+        _, packages = await turn(deliveries, config, "track_package", {"package": "shoes"})
+    assert status.say == "As of 12 minutes ago, your pepperoni pizza is preparing, about 25 minutes away."
+    assert status.data["source"] == "cache"
+    assert packages.say == "As of 12 minutes ago, your running shoes: out for delivery, expected today 14:00-16:00."
+
+
+async def test_delivery_changes_online_and_queued_offline(service, tmp_path):
+    async with daemon(service, tmp_path) as (config, store, monitor, _, deliveries):
+        _, moved = await turn(deliveries, config, "reschedule_delivery", {"package": "shoes", "day": "tomorrow"})
+        _, redirected = await turn(deliveries, config, "redirect_delivery",
+                                   {"package": "charger", "destination": "the office"})
+        service.go_down()
+        await asyncio.wait_for(_until(lambda: monitor.state("deliveries").online is False), T)
+        _, locker = await turn(deliveries, config, "hold_at_locker", {"package": "shoes"})
+        assert locker.data["queued"] and locker.say.startswith("We're offline")
+        service.come_up()
+        entry = store.latest(service="deliveries", action="hold_at_locker")
+        await asyncio.wait_for(_until(lambda: store.get(entry.id).state == DELIVERED), T)
+        notices = [a.text for a in store.pending_announcements()]
+    assert moved.say == "Your running shoes will now come tomorrow."
+    assert redirected.say == "Your phone charger will go to 88 Century Avenue (work)."
+    assert notices == ["Done: your running shoes will be left at the nearest parcel locker."]
+    assert [e["kind"] for e in service.effects()] == ["reschedule", "redirect", "locker"]
+
+
+async def test_one_shot_say_without_the_daemon_opens_its_own_store_and_delivers(service, tmp_path):
+    config = service_config(service.url, tmp_path / "outbox.db")
+    meals = MealsPlugin(config)  # no services: what `cabin-agent say` gets
+    try:
+        _, result = await turn(meals, config, "order_meal", PIZZA)
+        _, search = await turn(meals, config, "search_restaurants", {"query": "noodles"})
+    finally:
+        await asyncio.wait_for(meals.stop(), T)
+    assert result.say == "Ordered. It should arrive at home in about 25 minutes."
+    assert search.say == "Lanzhou Noodle House is 0.8 kilometres away."
+    store = OutboxStore(tmp_path / "outbox.db")
+    assert store.latest(service="meals", action="order_meal").state == DELIVERED
+    store.close()
+    assert len(service.orders()) == 1
