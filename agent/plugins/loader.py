@@ -43,8 +43,16 @@ class ToolRegistry:
 
     def add_plugin(self, plugin: Plugin) -> None:
         tools = plugin.tools()
-        for tool in tools:
-            self.add(tool if tool.plugin else _with_plugin(tool, plugin.name))
+        added: list[str] = []
+        try:
+            for tool in tools:
+                self.add(tool if tool.plugin else _with_plugin(tool, plugin.name))
+                added.append(tool.name)
+        except Exception:
+            # All or nothing: a plugin rejected for one bad tool must not leave its other tools behind.
+            for name in added:
+                del self._tools[name], self._validators[name]
+            raise
         self.plugins.append(plugin)
 
     def __contains__(self, name: str) -> bool:
