@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-outbox_app = typer.Typer(help="Show and manage queued service actions (orders, cancels, delivery changes).",
-                         no_args_is_help=True)
+outbox_app = typer.Typer(
+    help="Show and manage queued service actions (orders, cancels, delivery changes).", no_args_is_help=True
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -61,7 +62,9 @@ def list_entries(
     as_json: JsonOption = False,
 ) -> None:
     """Newest first: id, state, service, what it is, attempts, age, last error."""
-    rows = _via_daemon_or_store("outbox.list", lambda admin: admin.list(state, limit), state=state, limit=limit)
+    rows = _via_daemon_or_store(
+        "outbox.list", lambda admin: admin.list(state, limit), state=state, limit=limit
+    )
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -69,10 +72,16 @@ def list_entries(
         typer.echo("The outbox is empty.")
         return
     for r in rows:
-        expires = "" if r["state"] not in ("pending", "in-flight") else f"  expires in {_minutes(r['expires_in_seconds'])}"
+        expires = (
+            ""
+            if r["state"] not in ("pending", "in-flight")
+            else f"  expires in {_minutes(r['expires_in_seconds'])}"
+        )
         error = f"  last error: {r['last_error']}" if r["last_error"] else ""
-        typer.echo(f"{r['id']:>5}  {r['state']:<10} {r['service']:<10} {r['action']:<20} {r['summary']}"
-                   f"  (attempts {r['attempts']}, {_minutes(r['age_seconds'])} ago){expires}{error}")
+        typer.echo(
+            f"{r['id']:>5}  {r['state']:<10} {r['service']:<10} {r['action']:<20} {r['summary']}"
+            f"  (attempts {r['attempts']}, {_minutes(r['age_seconds'])} ago){expires}{error}"
+        )
 
 
 @outbox_app.command("retry")
@@ -119,8 +128,12 @@ def dispatch() -> None:
 def devservice(
     port: Annotated[int, typer.Option("--port", help="Loopback port (0: any free port).")] = 8765,
     db: Annotated[Path | None, typer.Option("--db", help="SQLite file (default: in memory).")] = None,
-    api_key_env: Annotated[str | None, typer.Option(
-        "--api-key-env", help="Require `Authorization: Bearer $VAR` (name of an environment variable).")] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key-env", help="Require `Authorization: Bearer $VAR` (name of an environment variable)."
+        ),
+    ] = None,
 ) -> None:
     """Run the reference meals/deliveries service on 127.0.0.1 (see docs/services.md)."""
     import os

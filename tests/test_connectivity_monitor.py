@@ -31,8 +31,9 @@ async def _next_events(bus: EventBus, count: int) -> list:
 
 
 async def test_hysteresis_needs_consecutive_agreement(tmp_path):
-    config = service_config("http://127.0.0.1:9", tmp_path / "o.db",
-                            connectivity={"up_after": 3, "down_after": 2})
+    config = service_config(
+        "http://127.0.0.1:9", tmp_path / "o.db", connectivity={"up_after": 3, "down_after": 2}
+    )
     monitor = ConnectivityMonitor(config)
     monitor.report("meals", True)  # the first observation decides at once
     assert monitor.is_online("meals")
@@ -71,7 +72,10 @@ async def test_probes_follow_the_real_service_and_publish_events(service, tmp_pa
         assert await asyncio.wait_for(monitor.wait_online("meals", T), T + 1)
         got = await asyncio.wait_for(events, T)
         assert [(e.type, e.data["online"]) for e in got if e.data["service"] == "meals"][:3] == [
-            ("connectivity", True), ("connectivity", False), ("connectivity", True)]
+            ("connectivity", True),
+            ("connectivity", False),
+            ("connectivity", True),
+        ]
     finally:
         runner.cancel()
         events.cancel()

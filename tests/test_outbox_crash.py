@@ -51,9 +51,23 @@ class LinkToggler(threading.Thread):
 def _run_worker(db: Path, url: str, env_extra: dict[str, str], kill_after: float | None) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "CABIN_AGENT_CRASH_AT"} | env_extra
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.outbox.drill", "--db", str(db), "--url", url, "--actions", str(ACTIONS),
-         "--interval", "0.08"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "agent.outbox.drill",
+            "--db",
+            str(db),
+            "--url",
+            url,
+            "--actions",
+            str(ACTIONS),
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     try:
         if kill_after is not None:
@@ -67,7 +81,9 @@ def _run_worker(db: Path, url: str, env_extra: dict[str, str], kill_after: float
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate(timeout=10)
-        raise AssertionError(f"drill worker hung for {RUN_TIMEOUT_SECONDS}s; output tail: {out[-500:]}") from None
+        raise AssertionError(
+            f"drill worker hung for {RUN_TIMEOUT_SECONDS}s; output tail: {out[-500:]}"
+        ) from None
 
 
 @pytest.mark.slow
@@ -161,10 +177,12 @@ def test_sigkill_anywhere_delivers_every_action_exactly_once(tmp_path: Path) -> 
             assert tag in by_tag, f"the service did {tag}, which the car never committed"
         assert all(c["effects"] <= 1 for c in key_counts.values()), "a key caused two side effects"
         replays = sum(c["replays"] for c in key_counts.values())
-        print(f"\ncrash drill: actions={ACTIONS} acked={len(acked)} rounds={rounds} "
-              f"kill_points={sum(kills.values())} {dict(kills)} outages={toggler.outages} "
-              f"delivered={delivered} failed_or_expired={failed} duplicates={duplicates} lost={lost} "
-              f"phantom={phantom} replayed_keys={replays} seconds={time.monotonic() - started:.0f}")
+        print(
+            f"\ncrash drill: actions={ACTIONS} acked={len(acked)} rounds={rounds} "
+            f"kill_points={sum(kills.values())} {dict(kills)} outages={toggler.outages} "
+            f"delivered={delivered} failed_or_expired={failed} duplicates={duplicates} lost={lost} "
+            f"phantom={phantom} replayed_keys={replays} seconds={time.monotonic() - started:.0f}"
+        )
         assert sum(kills.values()) >= 25, f"too few kills to mean anything: {dict(kills)}"
         assert set(kills) >= set(CRASH_POINTS) | {"external-sigkill"}, dict(kills)
         assert duplicates == 0 and lost == 0 and phantom == 0

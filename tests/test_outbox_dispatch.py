@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -20,10 +19,16 @@ from agent.services.testing import service_config
 T = 10.0
 
 
-def order(k: int, restaurant: str = "luigis", item: str = "pepperoni pizza", size: str = "large",
-          price: float = 89) -> dict:
-    return {"restaurant_id": restaurant, "items": [{"name": item, "size": size, "quantity": 1}],
-            "delivery_address": "12 Linden Road", "expected_total": price, "note": f"order-{k}"}
+def order(
+    k: int, restaurant: str = "luigis", item: str = "pepperoni pizza", size: str = "large", price: float = 89
+) -> dict:
+    return {
+        "restaurant_id": restaurant,
+        "items": [{"name": item, "size": size, "quantity": 1}],
+        "delivery_address": "12 Linden Road",
+        "expected_total": price,
+        "note": f"order-{k}",
+    }
 
 
 @pytest.fixture
@@ -37,8 +42,16 @@ async def running(service, tmp_path, *, events=None, **config_overrides):
     config = service_config(service.url, tmp_path / "outbox.db", **config_overrides)
     store = OutboxStore(tmp_path / "outbox.db")
     monitor = ConnectivityMonitor(config, events)
-    dispatcher = Dispatcher(store, config, monitor=monitor, events=events, initial_backoff_seconds=0.02,
-                            max_backoff_seconds=0.1, jitter_seconds=0.02, poll_interval_seconds=0.05)
+    dispatcher = Dispatcher(
+        store,
+        config,
+        monitor=monitor,
+        events=events,
+        initial_backoff_seconds=0.02,
+        max_backoff_seconds=0.1,
+        jitter_seconds=0.02,
+        poll_interval_seconds=0.05,
+    )
     tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(dispatcher.run())]
     try:
         yield store, dispatcher, monitor
@@ -52,15 +65,23 @@ async def running(service, tmp_path, *, events=None, **config_overrides):
 
 def enqueue(store, body, *, service="meals", path="/orders", action="order_meal", **kw):
     kw.setdefault("notify", NOTIFY_ANNOUNCE)
-    return store.enqueue(service=service, action=action, method="POST", path=path, body=body,
-                         summary=kw.pop("summary", "a large pepperoni pizza from Luigi's Pizzeria, 89 yuan"), **kw)
+    return store.enqueue(
+        service=service,
+        action=action,
+        method="POST",
+        path=path,
+        body=body,
+        summary=kw.pop("summary", "a large pepperoni pizza from Luigi's Pizzeria, 89 yuan"),
+        **kw,
+    )
 
 
-async def settled(store, ids, timeout=T):
+async def settled(store, ids, limit_seconds=T):
     async def wait():
         while any(store.get(i).state in OPEN_STATES for i in ids):
             await asyncio.sleep(0.02)
-    await asyncio.wait_for(wait(), timeout)
+
+    await asyncio.wait_for(wait(), limit_seconds)
     return [store.get(i) for i in ids]
 
 
@@ -121,12 +142,19 @@ async def test_flapping_link_delivers_everything_once_and_in_order(service, tmp_
         for k in range(12):
             ids.append(enqueue(store, order(k)).id)
             if k % 3 == 2:
-                ids.append(enqueue(store, {"day": f"day {k}", "note": f"move-{k}"}, service="deliveries",
-                                   path="/deliveries/P2/reschedule", action="reschedule_delivery",
-                                   summary="your phone charger").id)
+                ids.append(
+                    enqueue(
+                        store,
+                        {"day": f"day {k}", "note": f"move-{k}"},
+                        service="deliveries",
+                        path="/deliveries/P2/reschedule",
+                        action="reschedule_delivery",
+                        summary="your phone charger",
+                    ).id
+                )
             await asyncio.sleep(0.05)
         await asyncio.wait_for(flapper, T)
-        entries = await settled(store, ids, timeout=20)
+        entries = await settled(store, ids, limit_seconds=20)
     assert all(e.state == DELIVERED for e in entries)
     counts = effects_by_note(service)
     assert all(n == 1 for n in counts.values()) and len(counts) == len(ids)
@@ -151,8 +179,10 @@ async def test_4xx_fails_and_the_driver_is_told_why(service, tmp_path):
         notice = store.pending_announcements()
     assert done.state == FAILED and done.attempts == 1 and "closed" in done.last_error
     assert notice[0].priority == "high"
-    assert notice[0].text == ("I couldn't place your order of a large pepperoni pizza from Luigi's Pizzeria, 89 yuan: "
-                              "Luigi's Pizzeria is closed right now.")
+    assert notice[0].text == (
+        "I couldn't place your order of a large pepperoni pizza from Luigi's Pizzeria, 89 yuan: "
+        "Luigi's Pizzeria is closed right now."
+    )
     assert not service.effects()
 
 
@@ -188,16 +218,17 @@ async def test_sent_entry_past_expiry_is_decided_by_the_service(service, tmp_pat
     store = OutboxStore(tmp_path / "outbox.db")
     accepted = enqueue(store, order(7), expiry_seconds=0.5)
     refused = enqueue(store, order(8), expiry_seconds=0.5)
-    from agent.services.client import MealsClient
     from agent.config import ServiceEndpoint
+    from agent.services.client import MealsClient
 
     async with MealsClient("meals", ServiceEndpoint(base_url=service.url)) as client:
-        await asyncio.wait_for(client.request("POST", "/orders", json=accepted.body,
-                                              idempotency_key=accepted.key), T)
+        await asyncio.wait_for(
+            client.request("POST", "/orders", json=accepted.body, idempotency_key=accepted.key), T
+        )
     store.begin_attempt(accepted.id)
     store.begin_attempt(refused.id)  # "sent", but it never arrived
     store.close()
-    time.sleep(0.6)
+    await asyncio.sleep(0.6)
     async with running(service, tmp_path) as (store, _, _):
         done = await settled(store, [accepted.id, refused.id])
     assert [e.state for e in done] == [DELIVERED, EXPIRED]
@@ -209,8 +240,14 @@ async def test_cancel_waits_for_its_order_and_uses_its_id(service, tmp_path):
     async with running(service, tmp_path) as (store, _, monitor):
         await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
         o = enqueue(store, order(9))
-        c = enqueue(store, {}, path="/orders/{order_id}/cancel", action="cancel_order", depends_on=o.key,
-                    summary="your order from Luigi's Pizzeria")
+        c = enqueue(
+            store,
+            {},
+            path="/orders/{order_id}/cancel",
+            action="cancel_order",
+            depends_on=o.key,
+            summary="your order from Luigi's Pizzeria",
+        )
         service.come_up()
         done = await settled(store, [o.id, c.id])
     assert [e.state for e in done] == [DELIVERED, DELIVERED]

@@ -48,12 +48,21 @@ async def daemon(service, tmp_path, clock=None, **overrides):
     store = OutboxStore(tmp_path / "outbox.db", **({"clock": clock} if clock else {}))
     monitor = ConnectivityMonitor(config, bus)
     services = {"outbox": store, "connectivity": monitor, "events": bus}
-    dispatcher = Dispatcher(store, config, monitor=monitor, events=bus, initial_backoff_seconds=0.02,
-                            max_backoff_seconds=0.1, poll_interval_seconds=0.05)
+    dispatcher = Dispatcher(
+        store,
+        config,
+        monitor=monitor,
+        events=bus,
+        initial_backoff_seconds=0.02,
+        max_backoff_seconds=0.1,
+        poll_interval_seconds=0.05,
+    )
     meals, deliveries = MealsPlugin(config, services=services), DeliveriesPlugin(config, services=services)
     tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(dispatcher.run())]
     try:
-        await asyncio.wait_for(monitor.wait_online("meals", T) if service.is_up else asyncio.sleep(0.2), T + 1)
+        await asyncio.wait_for(
+            monitor.wait_online("meals", T) if service.is_up else asyncio.sleep(0.2), T + 1
+        )
         yield config, store, monitor, meals, deliveries
     finally:
         for task in tasks:
@@ -85,8 +94,17 @@ async def _until(predicate, interval: float = 0.02) -> None:
 def test_tool_names_and_schemas_are_kept():
     config = service_config("http://127.0.0.1:9", "/tmp/unused.db")
     names = [t.name for t in MealsPlugin(config).tools()] + [t.name for t in DeliveriesPlugin(config).tools()]
-    assert names == ["search_restaurants", "order_meal", "order_status", "cancel_order", "list_deliveries",
-                     "track_package", "reschedule_delivery", "redirect_delivery", "hold_at_locker"]
+    assert names == [
+        "search_restaurants",
+        "order_meal",
+        "order_status",
+        "cancel_order",
+        "list_deliveries",
+        "track_package",
+        "reschedule_delivery",
+        "redirect_delivery",
+        "hold_at_locker",
+    ]
     order = {t.name: t for t in MealsPlugin(config).tools()}["order_meal"]
     assert order.needs_confirmation and order.requires_network and order.parameters["required"] == ["item"]
     assert "delivery_address" in order.parameters["properties"]
@@ -139,8 +157,10 @@ async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_pa
         service.come_up()
         await asyncio.wait_for(_until(lambda: store.get(entry.id).state not in OPEN_STATES), T)
         notices = store.pending_announcements()
-    assert [n.text for n in notices] == ["Your order is placed: a large pepperoni pizza from Luigi's Pizzeria, 89 yuan. "
-                                    "It should arrive in about 25 minutes."]
+    assert [n.text for n in notices] == [
+        "Your order is placed: a large pepperoni pizza from Luigi's Pizzeria, 89 yuan. "
+        "It should arrive in about 25 minutes."
+    ]
     assert service.orders()[0]["delivery_address"] == "88 Century Avenue"
 
 
@@ -173,8 +193,10 @@ async def test_4xx_is_told_to_the_driver_right_away(service, tmp_path):
     async with daemon(service, tmp_path) as (config, _, _, meals, _):
         _, result = await turn(meals, config, "order_meal", PIZZA)
     assert not result.ok
-    assert result.say == ("I couldn't place your order of a large pepperoni pizza from Luigi's Pizzeria, 89 yuan: "
-                          "Luigi's Pizzeria is closed right now.")
+    assert result.say == (
+        "I couldn't place your order of a large pepperoni pizza from Luigi's Pizzeria, 89 yuan: "
+        "Luigi's Pizzeria is closed right now."
+    )
 
 
 async def test_offline_status_is_the_last_known_one_with_its_age(service, tmp_path):
@@ -190,14 +212,20 @@ async def test_offline_status_is_the_last_known_one_with_its_age(service, tmp_pa
         _, packages = await turn(deliveries, config, "track_package", {"package": "shoes"})
     assert status.say == "As of 12 minutes ago, your pepperoni pizza is preparing, about 25 minutes away."
     assert status.data["source"] == "cache"
-    assert packages.say == "As of 12 minutes ago, your running shoes: out for delivery, expected today 14:00-16:00."
+    assert (
+        packages.say
+        == "As of 12 minutes ago, your running shoes: out for delivery, expected today 14:00-16:00."
+    )
 
 
 async def test_delivery_changes_online_and_queued_offline(service, tmp_path):
     async with daemon(service, tmp_path) as (config, store, monitor, _, deliveries):
-        _, moved = await turn(deliveries, config, "reschedule_delivery", {"package": "shoes", "day": "tomorrow"})
-        _, redirected = await turn(deliveries, config, "redirect_delivery",
-                                   {"package": "charger", "destination": "the office"})
+        _, moved = await turn(
+            deliveries, config, "reschedule_delivery", {"package": "shoes", "day": "tomorrow"}
+        )
+        _, redirected = await turn(
+            deliveries, config, "redirect_delivery", {"package": "charger", "destination": "the office"}
+        )
         service.go_down()
         await asyncio.wait_for(_until(lambda: monitor.state("deliveries").online is False), T)
         _, locker = await turn(deliveries, config, "hold_at_locker", {"package": "shoes"})

@@ -7,7 +7,16 @@ import sqlite3
 import pytest
 
 from agent.outbox.store import (
-    CANCELLED, DELIVERED, EXPIRED, FAILED, IN_FLIGHT, NOTIFY_ANNOUNCE, PENDING, OutboxError, OutboxStore, age_phrase,
+    CANCELLED,
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    IN_FLIGHT,
+    NOTIFY_ANNOUNCE,
+    PENDING,
+    OutboxError,
+    OutboxStore,
+    age_phrase,
 )
 
 
@@ -20,8 +29,15 @@ class Clock:
 
 
 def _entry(store: OutboxStore, service: str = "meals", **kw):
-    return store.enqueue(service=service, action=kw.pop("action", "order_meal"), method="POST", path="/orders",
-                         body=kw.pop("body", {"n": 1}), summary=kw.pop("summary", "a pizza"), **kw)
+    return store.enqueue(
+        service=service,
+        action=kw.pop("action", "order_meal"),
+        method="POST",
+        path="/orders",
+        body=kw.pop("body", {"n": 1}),
+        summary=kw.pop("summary", "a pizza"),
+        **kw,
+    )
 
 
 def test_commit_is_durable_and_uses_wal_full(tmp_path):
@@ -55,7 +71,12 @@ def test_attempts_and_retry_later_keep_the_key(tmp_path):
     e = _entry(store)
     store.begin_attempt(e.id)
     again = store.retry_later(e.id, "service-timeout: slow", 123.0)
-    assert (again.state, again.attempts, again.key, again.last_error) == (PENDING, 1, e.key, "service-timeout: slow")
+    assert (again.state, again.attempts, again.key, again.last_error) == (
+        PENDING,
+        1,
+        e.key,
+        "service-timeout: slow",
+    )
     assert again.ever_sent
 
 

@@ -14,8 +14,12 @@ from agent.errors import ServiceError
 from agent.services.client import MealsClient, ServiceClient
 from agent.services.reference import ReferenceService
 
-ORDER = {"restaurant_id": "luigis", "items": [{"name": "pepperoni pizza", "size": "large", "quantity": 1}],
-         "delivery_address": "12 Linden Road", "expected_total": 89}
+ORDER = {
+    "restaurant_id": "luigis",
+    "items": [{"name": "pepperoni pizza", "size": "large", "quantity": 1}],
+    "delivery_address": "12 Linden Road",
+    "expected_total": 89,
+}
 T = 5.0  # seconds: every await in these tests has a timeout
 
 
@@ -43,8 +47,9 @@ async def test_replayed_key_returns_the_first_result_and_never_a_second_order(se
 async def test_same_key_for_a_different_request_is_refused(service, client):
     await asyncio.wait_for(client.request("POST", "/orders", json=ORDER, idempotency_key="k-2"), T)
     with pytest.raises(ServiceError) as err:
-        await asyncio.wait_for(client.request("POST", "/orders", json=ORDER | {"expected_total": 1},
-                                              idempotency_key="k-2"), T)
+        await asyncio.wait_for(
+            client.request("POST", "/orders", json=ORDER | {"expected_total": 1}, idempotency_key="k-2"), T
+        )
     assert err.value.status == 422 and not err.value.retryable and err.value.code == "idempotency-key-reused"
 
 
@@ -104,13 +109,16 @@ async def test_slow_service_times_out_retryably(service):
 async def test_not_after_refuses_late_new_requests_but_replays_accepted_ones(service, client):
     late = time.time() - 1
     with pytest.raises(ServiceError) as err:
-        await asyncio.wait_for(client.request("POST", "/orders", json=ORDER, idempotency_key="k-6",
-                                              not_after=late), T)
+        await asyncio.wait_for(
+            client.request("POST", "/orders", json=ORDER, idempotency_key="k-6", not_after=late), T
+        )
     assert err.value.status == 410 and not err.value.retryable
-    first = await asyncio.wait_for(client.request("POST", "/orders", json=ORDER, idempotency_key="k-7",
-                                                  not_after=time.time() + 60), T)
-    replay = await asyncio.wait_for(client.request("POST", "/orders", json=ORDER, idempotency_key="k-7",
-                                                   not_after=late), T)
+    first = await asyncio.wait_for(
+        client.request("POST", "/orders", json=ORDER, idempotency_key="k-7", not_after=time.time() + 60), T
+    )
+    replay = await asyncio.wait_for(
+        client.request("POST", "/orders", json=ORDER, idempotency_key="k-7", not_after=late), T
+    )
     assert replay["order"]["id"] == first["order"]["id"]
 
 
@@ -119,10 +127,19 @@ async def test_reads_cancel_and_deliveries(service, client):
     placed = await asyncio.wait_for(client.request("POST", "/orders", json=ORDER, idempotency_key="k-8"), T)
     order_id = placed["order"]["id"]
     assert (await asyncio.wait_for(client.order(order_id), T))["status"] == "preparing"
-    await asyncio.wait_for(client.request("POST", f"/orders/{order_id}/cancel", json={}, idempotency_key="k-9"), T)
+    await asyncio.wait_for(
+        client.request("POST", f"/orders/{order_id}/cancel", json={}, idempotency_key="k-9"), T
+    )
     assert (await asyncio.wait_for(client.order(order_id), T))["status"] == "cancelled"
-    moved = await asyncio.wait_for(client.request("POST", "/deliveries/P1/redirect",
-                                                  json={"destination": "88 Century Avenue"}, idempotency_key="k-10"), T)
+    moved = await asyncio.wait_for(
+        client.request(
+            "POST",
+            "/deliveries/P1/redirect",
+            json={"destination": "88 Century Avenue"},
+            idempotency_key="k-10",
+        ),
+        T,
+    )
     assert moved["package"]["destination"] == "88 Century Avenue"
 
 
@@ -189,6 +206,8 @@ def test_every_path_in_the_openapi_spec_is_served(service):
             for method in methods:
                 url = path.format(**samples)
                 body = {"day": "tomorrow", "destination": "office"} if method == "post" else None
-                r = http.request(method.upper(), url, json=body, headers={"Idempotency-Key": f"spec-{method}-{url}"})
+                r = http.request(
+                    method.upper(), url, json=body, headers={"Idempotency-Key": f"spec-{method}-{url}"}
+                )
                 assert r.json().get("error", {}).get("code") != "not-found", f"{method.upper()} {path}"
                 assert r.status_code < 500, f"{method.upper()} {path}: {r.status_code}"

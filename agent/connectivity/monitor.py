@@ -40,16 +40,25 @@ class LinkState:
     observed_at: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "online": self.online, "since_seconds":
-                round(time.monotonic() - self.changed_at, 1) if self.changed_at else None}
+        return {
+            "service": self.service,
+            "online": self.online,
+            "since_seconds": round(time.monotonic() - self.changed_at, 1) if self.changed_at else None,
+        }
 
 
 class ConnectivityMonitor:
     """`run()` probes every service periodically (the daemon supervises it); without `run()`,
     `await check(name)` probes on demand, which is what a one-shot `cabin-agent say` gets."""
 
-    def __init__(self, config: Config, events: EventBus | None = None, *,
-                 services: tuple[str, ...] = SERVICES, clients: dict[str, ServiceClient] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        events: EventBus | None = None,
+        *,
+        services: tuple[str, ...] = SERVICES,
+        clients: dict[str, ServiceClient] | None = None,
+    ) -> None:
         self.config = config
         self.events = events
         cc = config.connectivity
@@ -178,7 +187,9 @@ class ConnectivityMonitor:
         if self.config.connectivity.use_networkmanager:
             from agent.connectivity.networkmanager import watch_networkmanager
 
-            nm_task = asyncio.create_task(watch_networkmanager(self.set_link), name="connectivity:networkmanager")
+            nm_task = asyncio.create_task(
+                watch_networkmanager(self.set_link), name="connectivity:networkmanager"
+            )
         try:
             while True:
                 await self.probe_all()
@@ -198,7 +209,9 @@ class ConnectivityMonitor:
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
-                log.warning("connectivity-probe-error", service=name, error=f"{type(result).__name__}: {result}")
+                log.warning(
+                    "connectivity-probe-error", service=name, error=f"{type(result).__name__}: {result}"
+                )
                 self.report(name, False, source="probe")
 
     async def aclose(self) -> None:

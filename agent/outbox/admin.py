@@ -39,15 +39,18 @@ def entry_view(entry: Entry, now: float | None = None) -> dict[str, Any]:
 class OutboxAdmin:
     """Operations on a store; `dispatcher` (in the daemon) is woken so a retry goes out at once."""
 
-    def __init__(self, store: OutboxStore, dispatcher: Dispatcher | None = None, *,
-                 expiry_seconds: float = 1800.0) -> None:
+    def __init__(
+        self, store: OutboxStore, dispatcher: Dispatcher | None = None, *, expiry_seconds: float = 1800.0
+    ) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.expiry_seconds = expiry_seconds
 
     def list(self, state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         if state is not None and state not in STATES:
-            raise OutboxError(f"unknown state {state!r} (one of: {', '.join(STATES)})", code="outbox-bad-state")
+            raise OutboxError(
+                f"unknown state {state!r} (one of: {', '.join(STATES)})", code="outbox-bad-state"
+            )
         entries = self.store.list(states=(state,) if state else None, limit=limit)
         now = self.store.now()
         return [entry_view(e, now) for e in entries]

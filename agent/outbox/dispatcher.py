@@ -211,9 +211,14 @@ class Dispatcher:
                 _stop_when(lambda: not self._online(service)),
                 _stop_when(lambda: attempts_made[0] >= self.max_attempts),
             ),
-            before_sleep=lambda rs: log.info("outbox-retry", entry=entry.id, service=service,
-                                              attempt=rs.attempt_number, wait_seconds=round(rs.upcoming_sleep, 2),
-                                              error=str(rs.outcome.exception())),
+            before_sleep=lambda rs: log.info(
+                "outbox-retry",
+                entry=entry.id,
+                service=service,
+                attempt=rs.attempt_number,
+                wait_seconds=round(rs.upcoming_sleep, 2),
+                error=str(rs.outcome.exception()),
+            ),
             reraise=True,
         )
         current = entry
@@ -230,8 +235,13 @@ class Dispatcher:
         except ServiceError as err:
             current = await asyncio.to_thread(self.store.get, entry.id)
             if current.is_open and current.attempts >= self.max_attempts:
-                await self._finish(current, FAILED, error=f"gave up after {current.attempts} attempts: {err.message}",
-                                   detail="the service did not answer after many tries", priority="high")
+                await self._finish(
+                    current,
+                    FAILED,
+                    error=f"gave up after {current.attempts} attempts: {err.message}",
+                    detail="the service did not answer after many tries",
+                    priority="high",
+                )
             # Otherwise: offline now; the entry stays pending with its key and the loop waits for the link.
         return await asyncio.to_thread(self.store.get, entry.id)
 
@@ -242,24 +252,37 @@ class Dispatcher:
             return fresh  # cancelled from the CLI meanwhile
         entry = _with_path(fresh, entry.path)  # keep a path resolved from a dependency
         crashpoint("in-flight")
-        log.info("outbox-send", entry=entry.id, service=entry.service, action=entry.action, attempt=entry.attempts,
-                 key=entry.key[:8])
+        log.info(
+            "outbox-send",
+            entry=entry.id,
+            service=entry.service,
+            action=entry.action,
+            attempt=entry.attempts,
+            key=entry.key[:8],
+        )
         try:
             result = await self.client(entry.service).request(
-                entry.method, entry.path, json=entry.body, idempotency_key=entry.key, not_after=entry.expires_at
+                entry.method,
+                entry.path,
+                json=entry.body,
+                idempotency_key=entry.key,
+                not_after=entry.expires_at,
             )
         except ServiceError as err:
             if self.monitor is not None and err.code in ("service-unreachable", "service-timeout"):
                 self.monitor.report(entry.service, False)
             if err.retryable:
                 backoff_hint = self.store.now() + self.initial_backoff_seconds
-                await asyncio.to_thread(self.store.retry_later, entry.id, f"{err.code}: {err.message}", backoff_hint)
+                await asyncio.to_thread(
+                    self.store.retry_later, entry.id, f"{err.code}: {err.message}", backoff_hint
+                )
                 raise
             if err.status == 410:
                 await self._finish(entry, EXPIRED, error=f"{err.code}: {err.message}")
             else:
-                await self._finish(entry, FAILED, error=f"{err.code}: {err.message}", detail=err.message,
-                                   priority="high")
+                await self._finish(
+                    entry, FAILED, error=f"{err.code}: {err.message}", detail=err.message, priority="high"
+                )
             return await asyncio.to_thread(self.store.get, entry.id)
         crashpoint("after-response")
         if self.monitor is not None:
@@ -285,21 +308,55 @@ class Dispatcher:
             entry = _with_path(entry, entry.path.replace("{order_id}", str(order["id"])))
         return entry, 0.0
 
-    async def _finish(self, entry: Entry, state: str, *, result: dict[str, Any] | None = None,
-                      error: str | None = None, detail: str | None = None, priority: str = "normal") -> Transition:
+    async def _finish(
+        self,
+        entry: Entry,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        detail: str | None = None,
+        priority: str = "normal",
+    ) -> Transition:
         draft = _with_result(entry, result)
         text = outcome_text(draft, state, detail or error, expiry_minutes=self.expiry_minutes)
-        transition = await asyncio.to_thread(self.store.finish, entry.id, state, result=result, error=error,
-                                             announcement=text, priority=priority)
-        log.info("outbox-finished", entry=entry.id, service=entry.service, action=entry.action, state=state,
-                 attempts=transition.entry.attempts, error=error)
+        transition = await asyncio.to_thread(
+            self.store.finish,
+            entry.id,
+            state,
+            result=result,
+            error=error,
+            announcement=text,
+            priority=priority,
+        )
+        log.info(
+            "outbox-finished",
+            entry=entry.id,
+            service=entry.service,
+            action=entry.action,
+            state=state,
+            attempts=transition.entry.attempts,
+            error=error,
+        )
         if self.events is not None:
-            self.events.publish("outbox", entry_id=entry.id, service=entry.service, action=entry.action,
-                                state=state, error=error)
+            self.events.publish(
+                "outbox",
+                entry_id=entry.id,
+                service=entry.service,
+                action=entry.action,
+                state=state,
+                error=error,
+            )
             ann = transition.announcement
             if ann is not None:
-                self.events.publish("announcement", id=ann.id, text=ann.text, language=ann.language,
-                                    priority=ann.priority, entry_id=entry.id)
+                self.events.publish(
+                    "announcement",
+                    id=ann.id,
+                    text=ann.text,
+                    language=ann.language,
+                    priority=ann.priority,
+                    entry_id=entry.id,
+                )
         return transition
 
 

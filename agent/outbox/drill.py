@@ -22,22 +22,41 @@ from agent.logging import setup_logging
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import NOTIFY_ANNOUNCE, OutboxStore
 
-ITEMS = [("luigis", "pepperoni pizza", "large", 89), ("noodle-house", "beef noodles", "regular", 28),
-         ("bean-there", "latte", "medium", 26), ("burger-barn", "cheeseburger", "regular", 32)]
+ITEMS = [
+    ("luigis", "pepperoni pizza", "large", 89),
+    ("noodle-house", "beef noodles", "regular", 28),
+    ("bean-there", "latte", "medium", 26),
+    ("burger-barn", "cheeseburger", "regular", 32),
+]
 
 
 def action(k: int) -> dict:
     """Action k of the drill: mostly meal orders, every fifth a delivery change (a second service, in order)."""
     tag = f"drill-{k}"
     if k % 5 == 4:
-        return {"service": "deliveries", "action": "reschedule_delivery", "method": "POST",
-                "path": "/deliveries/P2/reschedule", "body": {"day": f"day {k}", "package_id": "P2", "note": tag},
-                "summary": f"drill reschedule {k}"}
+        return {
+            "service": "deliveries",
+            "action": "reschedule_delivery",
+            "method": "POST",
+            "path": "/deliveries/P2/reschedule",
+            "body": {"day": f"day {k}", "package_id": "P2", "note": tag},
+            "summary": f"drill reschedule {k}",
+        }
     rid, item, size, price = ITEMS[k % len(ITEMS)]
-    return {"service": "meals", "action": "order_meal", "method": "POST", "path": "/orders",
-            "body": {"restaurant_id": rid, "items": [{"name": item, "size": size, "quantity": 1}],
-                     "delivery_address": "12 Linden Road", "expected_total": price, "note": tag},
-            "summary": f"drill order {k}"}
+    return {
+        "service": "meals",
+        "action": "order_meal",
+        "method": "POST",
+        "path": "/orders",
+        "body": {
+            "restaurant_id": rid,
+            "items": [{"name": item, "size": size, "quantity": 1}],
+            "delivery_address": "12 Linden Road",
+            "expected_total": price,
+            "note": tag,
+        },
+        "summary": f"drill order {k}",
+    }
 
 
 async def produce(store: OutboxStore, count: int, interval_seconds: float) -> None:
@@ -45,26 +64,45 @@ async def produce(store: OutboxStore, count: int, interval_seconds: float) -> No
     for k in range(count):
         if f"drill-{k}" in known:
             continue
-        entry = await asyncio.to_thread(store.enqueue, language="en", expiry_seconds=1800.0,
-                                        notify=NOTIFY_ANNOUNCE, **action(k))
+        entry = await asyncio.to_thread(
+            store.enqueue, language="en", expiry_seconds=1800.0, notify=NOTIFY_ANNOUNCE, **action(k)
+        )
         print(f"ACK {k} {entry.key}", flush=True)
         await asyncio.sleep(interval_seconds)
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    config = validate({
-        "services": {"meals": {"base_url": args.url, "timeout_seconds": 2.0},
-                     "deliveries": {"base_url": args.url, "timeout_seconds": 2.0}},
-        "outbox": {"path": args.db, "max_attempts": 1000},
-        "connectivity": {"probe_interval_seconds": 0.1, "probe_timeout_seconds": 0.5, "up_after": 2,
-                         "down_after": 2, "use_networkmanager": False},
-    })
+    config = validate(
+        {
+            "services": {
+                "meals": {"base_url": args.url, "timeout_seconds": 2.0},
+                "deliveries": {"base_url": args.url, "timeout_seconds": 2.0},
+            },
+            "outbox": {"path": args.db, "max_attempts": 1000},
+            "connectivity": {
+                "probe_interval_seconds": 0.1,
+                "probe_timeout_seconds": 0.5,
+                "up_after": 2,
+                "down_after": 2,
+                "use_networkmanager": False,
+            },
+        }
+    )
     store = OutboxStore(args.db)
     monitor = ConnectivityMonitor(config)
-    dispatcher = Dispatcher(store, config, monitor=monitor, initial_backoff_seconds=0.02,
-                            max_backoff_seconds=0.2, jitter_seconds=0.05, poll_interval_seconds=0.05)
-    tasks = [asyncio.create_task(monitor.run(), name="drill:monitor"),
-             asyncio.create_task(dispatcher.run(), name="drill:dispatcher")]
+    dispatcher = Dispatcher(
+        store,
+        config,
+        monitor=monitor,
+        initial_backoff_seconds=0.02,
+        max_backoff_seconds=0.2,
+        jitter_seconds=0.05,
+        poll_interval_seconds=0.05,
+    )
+    tasks = [
+        asyncio.create_task(monitor.run(), name="drill:monitor"),
+        asyncio.create_task(dispatcher.run(), name="drill:dispatcher"),
+    ]
     try:
         await produce(store, args.actions, args.interval)
         while True:

@@ -19,24 +19,33 @@ def _when(body: dict[str, Any]) -> str:
     return " ".join(x for x in (body.get("day"), body.get("time_window")) if x)
 
 
-def outcome_text(entry: Entry, outcome: str, detail: str | None = None, *, expiry_minutes: float | None = None) -> str:
+def outcome_text(
+    entry: Entry, outcome: str, detail: str | None = None, *, expiry_minutes: float | None = None
+) -> str:
     """The announcement for `entry` reaching `outcome` (delivered, failed, expired)."""
     zh = entry.language == "zh"
     s, body, result = entry.summary, entry.body, entry.result or {}
     reason = (detail or "").rstrip(".")
-    minutes = round(expiry_minutes if expiry_minutes is not None else (entry.expires_at - entry.created_at) / 60)
+    minutes = round(
+        expiry_minutes if expiry_minutes is not None else (entry.expires_at - entry.created_at) / 60
+    )
     if entry.action == "order_meal":
         if outcome == DELIVERED:
             eta = (result.get("order") or {}).get("eta_minutes")
             if zh:
                 return f"已为您下单：{s}。" + (f"大约{eta}分钟送到。" if eta is not None else "")
-            return f"Your order is placed: {s}." + (f" It should arrive in about {eta} minutes." if eta else "")
+            return f"Your order is placed: {s}." + (
+                f" It should arrive in about {eta} minutes." if eta else ""
+            )
         if outcome == FAILED:
             return f"没能下单{s}：{reason}。" if zh else f"I couldn't place your order of {s}: {reason}."
         if outcome == EXPIRED:
-            return (f"{s}没有下单：离线超过{minutes}分钟。还想要的话请再说一次。" if zh else
-                    f"I didn't place your order of {s}: the car was offline for more than {minutes} minutes. "
-                    "Ask me again if you still want it.")
+            return (
+                f"{s}没有下单：离线超过{minutes}分钟。还想要的话请再说一次。"
+                if zh
+                else f"I didn't place your order of {s}: the car was offline for more than {minutes} minutes. "
+                "Ask me again if you still want it."
+            )
     if entry.action == "cancel_order":
         if outcome == DELIVERED:
             return f"{s}已取消。" if zh else f"{_cap(s)} is cancelled."
@@ -46,8 +55,14 @@ def outcome_text(entry: Entry, outcome: str, detail: str | None = None, *, expir
             return f"没能及时取消{s}。" if zh else f"I couldn't cancel {s} in time: the car was offline."
     change = {
         "reschedule_delivery": (f"改到{_when(body)}送", f"will now come {_when(body)}"),
-        "redirect_delivery": (f"改送到{body.get('destination', '')}", f"will go to {body.get('destination', '')}"),
-        "hold_at_locker": ("会放到快递柜", f"will be left at {body.get('locker') or 'the nearest parcel locker'}"),
+        "redirect_delivery": (
+            f"改送到{body.get('destination', '')}",
+            f"will go to {body.get('destination', '')}",
+        ),
+        "hold_at_locker": (
+            "会放到快递柜",
+            f"will be left at {body.get('locker') or 'the nearest parcel locker'}",
+        ),
     }.get(entry.action)
     if change is not None:
         if outcome == DELIVERED:
@@ -55,9 +70,13 @@ def outcome_text(entry: Entry, outcome: str, detail: str | None = None, *, expir
         if outcome == FAILED:
             return f"{s}没能{change[0]}：{reason}。" if zh else f"I couldn't change {s}: {reason}."
         if outcome == EXPIRED:
-            return (f"{s}没能{change[0]}：离线太久。" if zh else
-                    f"I didn't change {s}: the car was offline for more than {minutes} minutes.")
+            return (
+                f"{s}没能{change[0]}：离线太久。"
+                if zh
+                else f"I didn't change {s}: the car was offline for more than {minutes} minutes."
+            )
     if zh:
         return {DELIVERED: f"{s}：已完成。", FAILED: f"{s}：失败，{reason}。"}.get(outcome, f"{s}：已过期。")
     return {DELIVERED: f"Done: {s}.", FAILED: f"{_cap(s)} failed: {reason}."}.get(
-        outcome, f"{_cap(s)} expired before the car was back online.")
+        outcome, f"{_cap(s)} expired before the car was back online."
+    )

@@ -255,8 +255,22 @@ class OutboxStore:
             cur = db.execute(
                 "INSERT INTO entries (key, service, action, method, path, body, summary, language, depends_on,"
                 " state, notify, created_at, expires_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (key, service, action, method.upper(), path, json.dumps(body, ensure_ascii=False), summary,
-                 language, depends_on, PENDING, notify, now, now + expiry_seconds, now),
+                (
+                    key,
+                    service,
+                    action,
+                    method.upper(),
+                    path,
+                    json.dumps(body, ensure_ascii=False),
+                    summary,
+                    language,
+                    depends_on,
+                    PENDING,
+                    notify,
+                    now,
+                    now + expiry_seconds,
+                    now,
+                ),
             )
             entry = self._get(db, int(cur.lastrowid))
             crashpoint("enqueue-before-commit")
@@ -272,8 +286,14 @@ class OutboxStore:
             row = self._db.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
         return _row_to_entry(row) if row else None
 
-    def list(self, *, states: tuple[str, ...] | None = None, service: str | None = None,
-             action: str | None = None, limit: int = 200) -> list[Entry]:
+    def list(
+        self,
+        *,
+        states: tuple[str, ...] | None = None,
+        service: str | None = None,
+        action: str | None = None,
+        limit: int = 200,
+    ) -> list[Entry]:
         sql, params = "SELECT * FROM entries WHERE 1=1", []
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
@@ -361,8 +381,13 @@ class OutboxStore:
             db.execute(
                 "UPDATE entries SET state = ?, result = COALESCE(?, result), last_error = COALESCE(?, last_error),"
                 " updated_at = ? WHERE id = ?",
-                (state, json.dumps(result, ensure_ascii=False) if result is not None else None, error,
-                 self._clock(), entry_id),
+                (
+                    state,
+                    json.dumps(result, ensure_ascii=False) if result is not None else None,
+                    error,
+                    self._clock(),
+                    entry_id,
+                ),
             )
             entry = self._get(db, entry_id)
             ann = None
@@ -394,8 +419,10 @@ class OutboxStore:
                     f"entry {entry_id} may already have reached the service ({entry.attempts} attempts)",
                     code="outbox-already-sent",
                 )
-            db.execute("UPDATE entries SET state = ?, updated_at = ? WHERE id = ?",
-                       (CANCELLED, self._clock(), entry_id))
+            db.execute(
+                "UPDATE entries SET state = ?, updated_at = ? WHERE id = ?",
+                (CANCELLED, self._clock(), entry_id),
+            )
             return self._get(db, entry_id)
 
     def retry(self, entry_id: int, *, expiry_seconds: float | None = None) -> Entry:
@@ -403,8 +430,10 @@ class OutboxStore:
         with self._tx() as db:
             entry = self._get(db, entry_id)
             if entry.state not in (FAILED, EXPIRED):
-                raise OutboxError(f"entry {entry_id} is {entry.state}; only failed or expired entries can be "
-                                  "retried", code="outbox-not-retryable")
+                raise OutboxError(
+                    f"entry {entry_id} is {entry.state}; only failed or expired entries can be retried",
+                    code="outbox-not-retryable",
+                )
             now = self._clock()
             expires_at = now + expiry_seconds if expiry_seconds else max(entry.expires_at, now + 1800.0)
             db.execute(
@@ -421,8 +450,9 @@ class OutboxStore:
 
     # ------------------------------------------------------------ announcements
 
-    def _add_announcement(self, db: sqlite3.Connection, text: str, language: str, priority: str,
-                          entry_id: int | None) -> Announcement:
+    def _add_announcement(
+        self, db: sqlite3.Connection, text: str, language: str, priority: str, entry_id: int | None
+    ) -> Announcement:
         cur = db.execute(
             "INSERT INTO announcements (created_at, text, language, priority, entry_id) VALUES (?,?,?,?,?)",
             (self._clock(), text, language, priority, entry_id),
@@ -430,8 +460,9 @@ class OutboxStore:
         row = db.execute("SELECT * FROM announcements WHERE id = ?", (cur.lastrowid,)).fetchone()
         return _row_to_announcement(row)
 
-    def add_announcement(self, text: str, *, language: str = "en", priority: str = "normal",
-                         entry_id: int | None = None) -> Announcement:
+    def add_announcement(
+        self, text: str, *, language: str = "en", priority: str = "normal", entry_id: int | None = None
+    ) -> Announcement:
         with self._tx() as db:
             return self._add_announcement(db, text, language, priority, entry_id)
 
@@ -473,7 +504,7 @@ class OutboxStore:
 
 
 def age_phrase(seconds: float, language: str = "en") -> str:
-    """"as of 12 minutes ago" / "12分钟前的信息": how old a cached answer is, in words the driver hears."""
+    """ "as of 12 minutes ago" / "12分钟前的信息": how old a cached answer is, in words the driver hears."""
     minutes = int(max(0.0, seconds) // 60)
     if language == "zh":
         if minutes < 1:

@@ -97,8 +97,9 @@ class ServiceAccess:
         if self._dispatcher is None:
             from agent.outbox.dispatcher import Dispatcher
 
-            self._dispatcher = Dispatcher(self.store, self.config, monitor=self.monitor, events=self.events,
-                                          clients=dict(self._clients))
+            self._dispatcher = Dispatcher(
+                self.store, self.config, monitor=self.monitor, events=self.events, clients=dict(self._clients)
+            )
         return self._dispatcher
 
     async def aclose(self) -> None:
@@ -122,17 +123,36 @@ class ServiceAccess:
 
     # ------------------------------------------------------------ side effects
 
-    async def queue(self, *, service: str, action: str, method: str, path: str, body: dict[str, Any],
-                    summary: str, language: str, depends_on: str | None = None) -> Queued:
+    async def queue(
+        self,
+        *,
+        service: str,
+        action: str,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        summary: str,
+        language: str,
+        depends_on: str | None = None,
+    ) -> Queued:
         """Commit the action to the outbox, then give the service a few seconds to take it.
 
         The entry is on disk before this returns anything, so whatever the car says next ("done" or "queued")
         is backed by it; if the car dies now, the dispatcher delivers it and announces the outcome."""
         expiry_seconds = self.config.outbox.expiry_minutes * 60
         entry = await asyncio.to_thread(
-            self.store.enqueue, service=service, action=action, method=method, path=path, body=body,
-            summary=summary, language=language, expiry_seconds=expiry_seconds, depends_on=depends_on,
-            notify=NOTIFY_INLINE)
+            self.store.enqueue,
+            service=service,
+            action=action,
+            method=method,
+            path=path,
+            body=body,
+            summary=summary,
+            language=language,
+            expiry_seconds=expiry_seconds,
+            depends_on=depends_on,
+            notify=NOTIFY_INLINE,
+        )
         online = await self.online(service)
         if online:
             entry = await self._wait_inline(entry)
@@ -148,8 +168,10 @@ class ServiceAccess:
         deadline = time.monotonic() + self.inline_wait_seconds
         if self.delivers_itself:
             try:
-                await asyncio.wait_for(self.dispatcher().drain(entry.service, self.inline_wait_seconds),
-                                       self.inline_wait_seconds + 0.5)
+                await asyncio.wait_for(
+                    self.dispatcher().drain(entry.service, self.inline_wait_seconds),
+                    self.inline_wait_seconds + 0.5,
+                )
             except TimeoutError:
                 pass
             except Exception as err:  # delivery errors are the dispatcher's business; the entry is safe

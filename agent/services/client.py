@@ -32,8 +32,14 @@ def _readable(response: httpx.Response) -> tuple[str, str]:
 class ServiceClient:
     """One service endpoint. `request` returns the decoded JSON of a 2xx or raises ServiceError."""
 
-    def __init__(self, name: str, endpoint: ServiceEndpoint, *, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        endpoint: ServiceEndpoint,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
         self.name = name
         self.endpoint = endpoint
         headers = {"User-Agent": "cabin-agent/0.1", "Accept": "application/json"}
@@ -57,9 +63,17 @@ class ServiceClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def request(self, method: str, path: str, *, json: dict[str, Any] | None = None,
-                      params: dict[str, Any] | None = None, idempotency_key: str | None = None,
-                      not_after: float | None = None, timeout_seconds: float | None = None) -> dict[str, Any]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        not_after: float | None = None,
+        timeout_seconds: float | None = None,
+    ) -> dict[str, Any]:
         headers: dict[str, str] = {}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
@@ -70,22 +84,38 @@ class ServiceClient:
         if timeout_seconds is not None:
             kwargs["timeout"] = timeout_seconds
         try:
-            response = await self._client.request(method, path, json=json, params=params, headers=headers, **kwargs)
+            response = await self._client.request(
+                method, path, json=json, params=params, headers=headers, **kwargs
+            )
         except httpx.TimeoutException as err:
-            raise ServiceError(f"{self.name} did not answer in time", code="service-timeout", retryable=True,
-                               service=self.name) from err
+            raise ServiceError(
+                f"{self.name} did not answer in time",
+                code="service-timeout",
+                retryable=True,
+                service=self.name,
+            ) from err
         except httpx.TransportError as err:
             # Connection refused, reset, DNS: the link or the service is down. Whether a reset request took
             # effect is unknown, which is exactly why every side effect carries an idempotency key.
-            raise ServiceError(f"{self.name} is unreachable", code="service-unreachable", retryable=True,
-                               service=self.name, reason=type(err).__name__) from err
+            raise ServiceError(
+                f"{self.name} is unreachable",
+                code="service-unreachable",
+                retryable=True,
+                service=self.name,
+                reason=type(err).__name__,
+            ) from err
         status = response.status_code
         if 200 <= status < 300:
             try:
                 return response.json()
             except ValueError as err:
-                raise ServiceError(f"{self.name} sent an unreadable answer", code="service-bad-response",
-                                   retryable=True, status=status, service=self.name) from err
+                raise ServiceError(
+                    f"{self.name} sent an unreadable answer",
+                    code="service-bad-response",
+                    retryable=True,
+                    status=status,
+                    service=self.name,
+                ) from err
         code, message = _readable(response)
         retryable = status >= 500 or status in RETRYABLE_STATUSES
         log.info("service-error", service=self.name, method=method, path=path, status=status, error_code=code)

@@ -86,8 +86,14 @@ def _fingerprint(method: str, path: str, body: bytes) -> str:
 class ReferenceService:
     """Start with `ReferenceService(db_path).start()`; `url` is where it listens (loopback only)."""
 
-    def __init__(self, db_path: Path | str = ":memory:", *, host: str = "127.0.0.1", port: int = 0,
-                 api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path | str = ":memory:",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+    ) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the reference service listens on loopback only")
         self.host, self.port = host, port
@@ -103,9 +109,19 @@ class ReferenceService:
         self._db.executescript(_SCHEMA)
         if not self._db.execute("SELECT 1 FROM packages LIMIT 1").fetchone():
             for p in SEED_PACKAGES:
-                self._db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?,?)",
-                                 (p["id"], p["description"], p["description_zh"], p["carrier"], p["status"],
-                                  p["status_zh"], p["eta"], p["destination"]))
+                self._db.execute(
+                    "INSERT INTO packages VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        p["id"],
+                        p["description"],
+                        p["description_zh"],
+                        p["carrier"],
+                        p["status"],
+                        p["status_zh"],
+                        p["eta"],
+                        p["destination"],
+                    ),
+                )
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._up_timer: threading.Timer | None = None
@@ -124,8 +140,12 @@ class ReferenceService:
     def start(self) -> ReferenceService:
         self._server = _Server((self.host, self.port), _Handler, self)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"devservice:{self.port}",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            name=f"devservice:{self.port}",
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
         self._thread.start()
         log.info("devservice-up", url=self.url)
         return self
@@ -162,13 +182,15 @@ class ReferenceService:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fail_next(self, count: int, status: int = 503, message: str | None = None,
-                  include_health: bool = False) -> None:
+    def fail_next(
+        self, count: int, status: int = 503, message: str | None = None, include_health: bool = False
+    ) -> None:
         with self._faults_lock:
             self.faults.fail_count = count
             self.faults.fail_status = status
-            self.faults.fail_message = message or ("the service is having trouble" if status >= 500
-                                                   else "the request was refused")
+            self.faults.fail_message = message or (
+                "the service is having trouble" if status >= 500 else "the request was refused"
+            )
             self.faults.include_health = include_health
 
     def slow(self, delay_ms: int, after_commit_ms: int = 0) -> None:
@@ -189,8 +211,9 @@ class ReferenceService:
 
     def set_price(self, restaurant_id: str, item: str, size: str, price: float) -> None:
         with self._db_lock:
-            self._db.execute("INSERT OR REPLACE INTO price_overrides VALUES (?,?,?,?)",
-                             (restaurant_id, item, size, price))
+            self._db.execute(
+                "INSERT OR REPLACE INTO price_overrides VALUES (?,?,?,?)", (restaurant_id, item, size, price)
+            )
 
     # ------------------------------------------------------------ observability (tests, the demo)
 
@@ -230,7 +253,11 @@ class ReferenceService:
             if path.startswith("/admin/"):
                 return self._admin(method, path, body)
             self._inject_faults(path)
-            if path != "/health" and self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
+            if (
+                path != "/health"
+                and self.api_key
+                and headers.get("authorization") != f"Bearer {self.api_key}"
+            ):
                 raise HttpError(401, "unauthorized", "the API key is missing or wrong")
             if method == "POST":
                 return self._idempotent(method, path, headers, body)
@@ -263,8 +290,9 @@ class ReferenceService:
             if row is not None:
                 if row["fingerprint"] != fingerprint:
                     self._log_key(key, 422, replayed=False)
-                    raise HttpError(422, "idempotency-key-reused",
-                                    "this Idempotency-Key was used for a different request")
+                    raise HttpError(
+                        422, "idempotency-key-reused", "this Idempotency-Key was used for a different request"
+                    )
                 self._log_key(key, row["status"], replayed=True)
                 response = json.loads(row["response"])
                 return row["status"], response | {"replayed": True}
@@ -274,7 +302,9 @@ class ReferenceService:
                     self._log_key(key, 410, replayed=False)
                     raise HttpError(410, "request-expired", "the request arrived after its deadline")
             except ValueError:
-                raise HttpError(400, "not-after-invalid", "Not-After must be seconds since the epoch") from None
+                raise HttpError(
+                    400, "not-after-invalid", "Not-After must be seconds since the epoch"
+                ) from None
             try:
                 payload = json.loads(body or b"{}")
             except json.JSONDecodeError:
@@ -287,8 +317,10 @@ class ReferenceService:
             try:
                 status, response = self._route(method, path, {}, payload, key=key)
                 if 200 <= status < 300:
-                    self._db.execute("INSERT INTO idempotency VALUES (?,?,?,?,?,?,?)",
-                                     (key, method, path, fingerprint, status, json.dumps(response), time.time()))
+                    self._db.execute(
+                        "INSERT INTO idempotency VALUES (?,?,?,?,?,?,?)",
+                        (key, method, path, fingerprint, status, json.dumps(response), time.time()),
+                    )
                 self._log_key(key, status, replayed=False)
                 self._db.execute("COMMIT")
             except HttpError as err:
@@ -305,15 +337,25 @@ class ReferenceService:
         return status, response
 
     def _log_key(self, key: str, status: int, *, replayed: bool) -> None:
-        self._db.execute("INSERT INTO key_requests (idempotency_key, status, replayed, at) VALUES (?,?,?,?)",
-                         (key, status, int(replayed), time.time()))
+        self._db.execute(
+            "INSERT INTO key_requests (idempotency_key, status, replayed, at) VALUES (?,?,?,?)",
+            (key, status, int(replayed), time.time()),
+        )
 
     def _effect(self, key: str | None, kind: str, subject: str, body: dict[str, Any]) -> None:
-        self._db.execute("INSERT INTO effects (idempotency_key, kind, subject, body, created_at) VALUES (?,?,?,?,?)",
-                         (key, kind, subject, json.dumps(body, ensure_ascii=False), time.time()))
+        self._db.execute(
+            "INSERT INTO effects (idempotency_key, kind, subject, body, created_at) VALUES (?,?,?,?,?)",
+            (key, kind, subject, json.dumps(body, ensure_ascii=False), time.time()),
+        )
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], payload: dict[str, Any],
-               key: str | None = None) -> tuple[int, dict]:
+    def _route(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        payload: dict[str, Any],
+        key: str | None = None,
+    ) -> tuple[int, dict]:
         parts = path.strip("/").split("/")
         q = {k: v[0] for k, v in query.items()}
         match method, parts:
@@ -349,21 +391,31 @@ class ReferenceService:
 
     def _price(self, restaurant: dict, item: dict, size: str) -> float:
         with self._db_lock:
-            row = self._db.execute("SELECT price FROM price_overrides WHERE restaurant_id=? AND item=? AND size=?",
-                                   (restaurant["id"], item["name"], size)).fetchone()
+            row = self._db.execute(
+                "SELECT price FROM price_overrides WHERE restaurant_id=? AND item=? AND size=?",
+                (restaurant["id"], item["name"], size),
+            ).fetchone()
         return float(row[0]) if row else float(item["prices"][size])
 
     def _restaurant_view(self, r: dict) -> dict:
         return {k: r[k] for k in ("id", "name", "name_zh", "cuisine", "distance_km")} | {
-            "open": r["id"] not in self._closed()}
+            "open": r["id"] not in self._closed()
+        }
 
     def _search(self, query: str) -> dict:
         wanted = query.casefold().strip()
         hits = []
         for r in sorted(RESTAURANTS, key=lambda r: r["distance_km"]):
-            items = [i["name"] for i in r["items"] if wanted and (wanted in i["name"] or wanted in i["name_zh"])]
-            if not wanted or items or wanted in r["cuisine"] or wanted in r["name"].casefold() \
-                    or wanted in r["name_zh"]:
+            items = [
+                i["name"] for i in r["items"] if wanted and (wanted in i["name"] or wanted in i["name_zh"])
+            ]
+            if (
+                not wanted
+                or items
+                or wanted in r["cuisine"]
+                or wanted in r["name"].casefold()
+                or wanted in r["name_zh"]
+            ):
                 hits.append(self._restaurant_view(r) | {"matching_items": items})
         return {"restaurants": hits}
 
@@ -375,8 +427,14 @@ class ReferenceService:
 
     def _menu(self, rid: str) -> dict:
         r = self._restaurant(rid)
-        items = [{"name": i["name"], "name_zh": i["name_zh"],
-                  "prices": {s: self._price(r, i, s) for s in i["prices"]}} for i in r["items"]]
+        items = [
+            {
+                "name": i["name"],
+                "name_zh": i["name_zh"],
+                "prices": {s: self._price(r, i, s) for s in i["prices"]},
+            }
+            for i in r["items"]
+        ]
         return {"restaurant": self._restaurant_view(r), "items": items}
 
     def _next_order_number(self) -> int:
@@ -414,9 +472,22 @@ class ReferenceService:
         with self._db_lock:
             order_id = f"M{self._order_seq}"
             self._order_seq += 1
-            self._db.execute("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                             (order_id, key, r["id"], json.dumps(priced), total, str(p.get("currency", "CNY")),
-                              address, p.get("note"), "placed", 25, time.time()))
+            self._db.execute(
+                "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    order_id,
+                    key,
+                    r["id"],
+                    json.dumps(priced),
+                    total,
+                    str(p.get("currency", "CNY")),
+                    address,
+                    p.get("note"),
+                    "placed",
+                    25,
+                    time.time(),
+                ),
+            )
             self._effect(key, "order", order_id, p)
             return {"order": self._get_order(order_id)}
 
@@ -428,8 +499,13 @@ class ReferenceService:
         if order["status"] == "placed":
             # Orders move along with time: preparing, then on the way, then delivered.
             elapsed_min = (time.time() - order["created_at"]) / 60
-            order["status"] = ("preparing" if elapsed_min < 10 else "on the way"
-                               if elapsed_min < order["eta_minutes"] else "delivered")
+            order["status"] = (
+                "preparing"
+                if elapsed_min < 10
+                else "on the way"
+                if elapsed_min < order["eta_minutes"]
+                else "delivered"
+            )
             order["eta_minutes"] = max(0, round(order["eta_minutes"] - elapsed_min))
         return order
 
@@ -442,7 +518,9 @@ class ReferenceService:
 
     def _list_orders(self, limit: int) -> dict:
         with self._db_lock:
-            rows = self._db.execute("SELECT * FROM orders ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(
+                "SELECT * FROM orders ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
             return {"orders": [self._order_view(r) for r in rows]}
 
     def _cancel_order(self, order_id: str, key: str | None) -> dict:
@@ -501,8 +579,12 @@ class ReferenceService:
             case "GET", ["admin", "effects"]:
                 return 200, {"effects": self.effects()}
             case "POST", ["admin", "faults"]:
-                self.fail_next(int(p.get("fail_next", 0)), int(p.get("status", 503)), p.get("message"),
-                               bool(p.get("include_health", False)))
+                self.fail_next(
+                    int(p.get("fail_next", 0)),
+                    int(p.get("status", 503)),
+                    p.get("message"),
+                    bool(p.get("include_health", False)),
+                )
                 self.slow(int(p.get("delay_ms", 0)), int(p.get("delay_after_commit_ms", 0)))
                 return 200, {"faults": self.faults.__dict__}
             case "POST", ["admin", "down"]:
@@ -542,7 +624,9 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload = self.server.service.handle(self.command, self.path, headers, body)
         data = json.dumps(payload, ensure_ascii=False).encode()
         try:
-            self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
+            self.send_response(
+                status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+            )
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

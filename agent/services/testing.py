@@ -11,10 +11,17 @@ from agent.config import Config, _merge, validate
 def service_config(url: str, outbox_file: Path, **overrides: Any) -> Config:
     """Both services at `url`, the outbox at `outbox_file`, probes fast enough for a test, no NetworkManager."""
     data: dict[str, Any] = {
-        "services": {"meals": {"base_url": url, "timeout_seconds": 1.0},
-                     "deliveries": {"base_url": url, "timeout_seconds": 1.0}},
+        "services": {
+            "meals": {"base_url": url, "timeout_seconds": 1.0},
+            "deliveries": {"base_url": url, "timeout_seconds": 1.0},
+        },
         "outbox": {"path": str(outbox_file)},
-        "connectivity": {"probe_interval_seconds": 0.05, "probe_timeout_seconds": 0.5, "up_after": 2,
-                         "down_after": 2, "use_networkmanager": False},
+        "connectivity": {
+            "probe_interval_seconds": 0.05,
+            "probe_timeout_seconds": 0.5,
+            "up_after": 2,
+            "down_after": 2,
+            "use_networkmanager": False,
+        },
     }
     return validate(_merge(data, overrides))

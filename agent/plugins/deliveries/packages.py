@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 SEED_PACKAGES = [
-    {"id": "P1", "description": "running shoes", "description_zh": "跑鞋", "carrier": "SF Express",
-     "status": "out for delivery", "status_zh": "派送中", "eta": "today 14:00-16:00", "destination": "home"},
-    {"id": "P2", "description": "phone charger", "description_zh": "手机充电器", "carrier": "JD Logistics",
-     "status": "in transit", "status_zh": "运输中", "eta": "tomorrow", "destination": "home"},
+    {
+        "id": "P1",
+        "description": "running shoes",
+        "description_zh": "跑鞋",
+        "carrier": "SF Express",
+        "status": "out for delivery",
+        "status_zh": "派送中",
+        "eta": "today 14:00-16:00",
+        "destination": "home",
+    },
+    {
+        "id": "P2",
+        "description": "phone charger",
+        "description_zh": "手机充电器",
+        "carrier": "JD Logistics",
+        "status": "in transit",
+        "status_zh": "运输中",
+        "eta": "tomorrow",
+        "destination": "home",
+    },
 ]
 
 
@@ -22,7 +38,10 @@ def find_package(packages: list[dict], wanted: str | None) -> dict | None:
             return p
     for p in packages:
         words = [word.rstrip("s") for word in w.split() if len(word) > 2]
-        if any(word and word in p["description"] for word in words) or p["description_zh"] in wanted \
-                or (wanted in p["description_zh"]):
+        if (
+            any(word and word in p["description"] for word in words)
+            or p["description_zh"] in wanted
+            or (wanted in p["description_zh"])
+        ):
             return p
     return None

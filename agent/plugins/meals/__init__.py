@@ -29,7 +29,11 @@ def quote(args: dict[str, Any]) -> dict[str, Any] | None:
     restaurant, item = found
     size = args.get("size")
     if size not in item["prices"]:
-        size = "regular" if "regular" in item["prices"] else ("medium" if "medium" in item["prices"] else next(iter(item["prices"])))
+        size = (
+            "regular"
+            if "regular" in item["prices"]
+            else ("medium" if "medium" in item["prices"] else next(iter(item["prices"])))
+        )
     quantity = int(args.get("quantity", 1))
     return {
         "restaurant": restaurant["name"],
@@ -115,7 +119,21 @@ class MealsPlugin(Plugin):
                 requires_network=True,
                 needs_confirmation=True,
                 grounded=("item", "quantity", "restaurant"),
-                cues={"size": ("small", "medium", "large", "regular", "big", "grande", "tall", "venti", "小", "中", "大")},
+                cues={
+                    "size": (
+                        "small",
+                        "medium",
+                        "large",
+                        "regular",
+                        "big",
+                        "grande",
+                        "tall",
+                        "venti",
+                        "小",
+                        "中",
+                        "大",
+                    )
+                },
             ),
             Tool(
                 name="order_status",
@@ -155,8 +173,14 @@ class MealsPlugin(Plugin):
             return f"{text}。要下单吗？" if _zh(ctx) else f"{_cap(text)}. Shall I order it?"
         if name == "cancel_order":
             latest = await asyncio.to_thread(self.access.store.latest, service="meals", action="order_meal")
-            if latest is not None and latest.state not in (FAILED, EXPIRED, CANCELLED) and not args.get("order_id"):
-                return f"要取消{latest.summary}吗？" if _zh(ctx) else f"Cancel your order of {latest.summary}?"
+            if (
+                latest is not None
+                and latest.state not in (FAILED, EXPIRED, CANCELLED)
+                and not args.get("order_id")
+            ):
+                return (
+                    f"要取消{latest.summary}吗？" if _zh(ctx) else f"Cancel your order of {latest.summary}?"
+                )
             return "要取消您的订单吗？" if _zh(ctx) else "Cancel your food order?"
         return None
 
@@ -165,8 +189,9 @@ class MealsPlugin(Plugin):
     async def _search(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         query = args["query"].strip()
         try:
-            read = await self.access.read("meals", f"search:{query.casefold()}",
-                                          lambda: self.access.client("meals").search(query))
+            read = await self.access.read(
+                "meals", f"search:{query.casefold()}", lambda: self.access.client("meals").search(query)
+            )
         except ServiceError as err:
             return ToolResult(ok=False, error=err.message, say=err.message)
         if read is None:
@@ -174,7 +199,11 @@ class MealsPlugin(Plugin):
         hits = read.data
         data = {"restaurants": hits, "source": read.source, "age_seconds": round(read.age_seconds)}
         if not hits:
-            return ToolResult(ok=True, data=data, say="附近没有找到。" if _zh(ctx) else f"I found nothing for {query} nearby.")
+            return ToolResult(
+                ok=True,
+                data=data,
+                say="附近没有找到。" if _zh(ctx) else f"I found nothing for {query} nearby.",
+            )
         top = next((h for h in hits if h.get("open", True)), hits[0])
         closed = "" if top.get("open", True) else (" (closed now)" if not _zh(ctx) else "（现在没营业）")
         if _zh(ctx):
@@ -191,19 +220,33 @@ class MealsPlugin(Plugin):
         """Offline with nothing cached: the menu shipped with the car still knows what is around."""
         wanted = query.casefold()
         hits = [
-            {"id": r["id"], "name": r["name"], "name_zh": r["name_zh"], "cuisine": r["cuisine"],
-             "distance_km": r["distance_km"]}
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "name_zh": r["name_zh"],
+                "cuisine": r["cuisine"],
+                "distance_km": r["distance_km"],
+            }
             for r in sorted(RESTAURANTS, key=lambda r: r["distance_km"])
-            if wanted in r["cuisine"] or wanted in r["name"].casefold()
+            if wanted in r["cuisine"]
+            or wanted in r["name"].casefold()
             or any(wanted in i["name"] or wanted in i["name_zh"] for i in r["items"])
         ]
         data = {"restaurants": hits, "source": "offline-menu"}
         if not hits:
-            return ToolResult(ok=True, data=data, say="离线中，附近没有找到。" if _zh(ctx)
-                              else f"I'm offline and found nothing for {query} on the saved menus.")
+            return ToolResult(
+                ok=True,
+                data=data,
+                say="离线中，附近没有找到。"
+                if _zh(ctx)
+                else f"I'm offline and found nothing for {query} on the saved menus.",
+            )
         top = hits[0]
-        say = (f"离线中。保存的菜单里最近的是{top['name_zh']}，{top['distance_km']}公里。" if _zh(ctx) else
-               f"I'm offline, but from the saved menus {top['name']} is {top['distance_km']} kilometres away.")
+        say = (
+            f"离线中。保存的菜单里最近的是{top['name_zh']}，{top['distance_km']}公里。"
+            if _zh(ctx)
+            else f"I'm offline, but from the saved menus {top['name']} is {top['distance_km']} kilometres away."
+        )
         return ToolResult(ok=True, data=data, say=say)
 
     # ------------------------------------------------------------ order (runs after the driver said yes)
@@ -214,7 +257,10 @@ class MealsPlugin(Plugin):
         if wanted:
             w = wanted.casefold().strip()
             for place in places:
-                if w in (place.name.casefold(), *(a.casefold() for a in place.aliases)) or w == f"the {place.name}":
+                if (
+                    w in (place.name.casefold(), *(a.casefold() for a in place.aliases))
+                    or w == f"the {place.name}"
+                ):
                     return place.address, place.name
             return wanted, wanted
         vehicle = self.services.get("vehicle")
@@ -231,14 +277,26 @@ class MealsPlugin(Plugin):
     async def _order(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         q = quote(args)
         if q is None:
-            return ToolResult(ok=False, error=f"{args['item']} is not on any menu nearby",
-                              say=(f"附近没有{args['item']}。" if _zh(ctx)
-                                   else f"I couldn't find {args['item']} on any menu nearby."))
+            return ToolResult(
+                ok=False,
+                error=f"{args['item']} is not on any menu nearby",
+                say=(
+                    f"附近没有{args['item']}。"
+                    if _zh(ctx)
+                    else f"I couldn't find {args['item']} on any menu nearby."
+                ),
+            )
         limit = self.config.services.spend_limit
         if q["total"] > limit:
-            return ToolResult(ok=False, error=f"order total {q['total']} is over the spend limit {limit:g}",
-                              say=(f"超过了{limit:g}元的消费上限。" if _zh(ctx)
-                                   else f"That is {q['total']:g} yuan, over your {limit:g} yuan spend limit."))
+            return ToolResult(
+                ok=False,
+                error=f"order total {q['total']} is over the spend limit {limit:g}",
+                say=(
+                    f"超过了{limit:g}元的消费上限。"
+                    if _zh(ctx)
+                    else f"That is {q['total']:g} yuan, over your {limit:g} yuan spend limit."
+                ),
+            )
         address, address_said = self._delivery_address(args.get("delivery_address"))
         body = {
             "restaurant_id": q["restaurant_id"],
@@ -248,16 +306,25 @@ class MealsPlugin(Plugin):
             "expected_total": q["total"],
             "currency": self.config.services.currency,
         }
-        queued = await self.access.queue(service="meals", action="order_meal", method="POST", path="/orders",
-                                         body=body, summary=describe_order(q, ctx.language),
-                                         language=ctx.language)
+        queued = await self.access.queue(
+            service="meals",
+            action="order_meal",
+            method="POST",
+            path="/orders",
+            body=body,
+            summary=describe_order(q, ctx.language),
+            language=ctx.language,
+        )
         data = {"quote": q, "delivery_address": address_said, "outbox": _outbox_view(queued.entry)}
         if queued.finished and queued.state == DELIVERED:
             order = (queued.entry.result or {}).get("order", {})
             data["order"] = order
             eta = order.get("eta_minutes", 25)
-            say = (f"已下单，大约{eta}分钟送到{address_said}。" if _zh(ctx)
-                   else f"Ordered. It should arrive at {address_said} in about {eta} minutes.")
+            say = (
+                f"已下单，大约{eta}分钟送到{address_said}。"
+                if _zh(ctx)
+                else f"Ordered. It should arrive at {address_said} in about {eta} minutes."
+            )
             return ToolResult(ok=True, data=data, say=say)
         if queued.finished:
             return self._finished_badly(ctx, queued, data)
@@ -275,47 +342,75 @@ class MealsPlugin(Plugin):
     async def _status(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         store = self.access.store
         order_id = args.get("order_id")
-        latest = None if order_id else await asyncio.to_thread(store.latest, service="meals", action="order_meal")
+        latest = (
+            None if order_id else await asyncio.to_thread(store.latest, service="meals", action="order_meal")
+        )
         if latest is not None and latest.is_open:
             offline = latest.attempts == 0 or not self.access.monitor.is_online("meals")
-            waiting = ("还在等网络恢复" if _zh(ctx) else "waiting for the connection") if offline else (
-                "正在重试" if _zh(ctx) else "still being sent")
-            say = (f"{latest.summary}已排队，{waiting}，下单后会告诉您。" if _zh(ctx) else
-                   f"Your order of {latest.summary} is queued, {waiting}. I'll tell you when it's placed.")
+            waiting = (
+                ("还在等网络恢复" if _zh(ctx) else "waiting for the connection")
+                if offline
+                else ("正在重试" if _zh(ctx) else "still being sent")
+            )
+            say = (
+                f"{latest.summary}已排队，{waiting}，下单后会告诉您。"
+                if _zh(ctx)
+                else f"Your order of {latest.summary} is queued, {waiting}. I'll tell you when it's placed."
+            )
             return ToolResult(ok=True, data={"outbox": _outbox_view(latest), "queued": True}, say=say)
         if latest is not None and latest.state in (FAILED, EXPIRED):
             reason = (latest.last_error or latest.state).split(": ", 1)[-1]
-            say = (f"您上一单{latest.summary}没有下成：{reason}。" if _zh(ctx) else
-                   f"Your last order, {latest.summary}, was not placed: {reason}.")
+            say = (
+                f"您上一单{latest.summary}没有下成：{reason}。"
+                if _zh(ctx)
+                else f"Your last order, {latest.summary}, was not placed: {reason}."
+            )
             return ToolResult(ok=True, data={"outbox": _outbox_view(latest)}, say=say)
         order_id = order_id or _order_id(latest)
         if order_id is None:
-            return ToolResult(ok=True, data={"order": None},
-                              say="您目前没有订单。" if _zh(ctx) else "You have no food order right now.")
+            return ToolResult(
+                ok=True,
+                data={"order": None},
+                say="您目前没有订单。" if _zh(ctx) else "You have no food order right now.",
+            )
         client = self.access.client("meals")
         try:
             read = await self.access.read("meals", f"order:{order_id}", lambda: client.order(order_id))
         except ServiceError as err:
             return ToolResult(ok=False, error=err.message, say=err.message)
         if read is None:
-            return ToolResult(ok=False, error="offline and no saved status",
-                              say="现在连不上，也没有保存的状态。" if _zh(ctx)
-                              else "I can't reach the restaurant service right now, and I have no saved status.")
+            return ToolResult(
+                ok=False,
+                error="offline and no saved status",
+                say="现在连不上，也没有保存的状态。"
+                if _zh(ctx)
+                else "I can't reach the restaurant service right now, and I have no saved status.",
+            )
         order = read.data
         item = (order.get("items") or [{}])[0].get("name", "order")
         if _zh(ctx):
             say = {"cancelled": "您的订单已取消。", "delivered": "您的订单已送达。"}.get(
-                order["status"], f"您的订单{_STATUS_ZH.get(order['status'], order['status'])}，"
-                f"大约{order['eta_minutes']}分钟送到。")
+                order["status"],
+                f"您的订单{_STATUS_ZH.get(order['status'], order['status'])}，"
+                f"大约{order['eta_minutes']}分钟送到。",
+            )
             if read.source == "cache":
                 say = f"{read.as_of('zh')}的信息：{say}"
         else:
-            say = {"cancelled": f"Your {item} order is cancelled.", "delivered": f"Your {item} was delivered."}.get(
-                order["status"], f"Your {item} is {order['status']}, about {order['eta_minutes']} minutes away.")
+            say = {
+                "cancelled": f"Your {item} order is cancelled.",
+                "delivered": f"Your {item} was delivered.",
+            }.get(
+                order["status"],
+                f"Your {item} is {order['status']}, about {order['eta_minutes']} minutes away.",
+            )
             if read.source == "cache":
                 say = f"{_cap(read.as_of('en'))}, " + say[0].lower() + say[1:]
-        return ToolResult(ok=True, data={"order": order, "source": read.source,
-                                         "age_seconds": round(read.age_seconds)}, say=say)
+        return ToolResult(
+            ok=True,
+            data={"order": order, "source": read.source, "age_seconds": round(read.age_seconds)},
+            say=say,
+        )
 
     # ------------------------------------------------------------ cancel (runs after the driver said yes)
 
@@ -323,15 +418,21 @@ class MealsPlugin(Plugin):
         store = self.access.store
         none_say = "没有可以取消的订单。" if _zh(ctx) else "There is no order to cancel."
         if args.get("order_id"):
-            target, order_id, summary = None, args["order_id"], (
-                f"订单{args['order_id']}" if _zh(ctx) else f"order {args['order_id']}")
+            target, order_id, summary = (
+                None,
+                args["order_id"],
+                (f"订单{args['order_id']}" if _zh(ctx) else f"order {args['order_id']}"),
+            )
         else:
             target = await asyncio.to_thread(store.latest, service="meals", action="order_meal")
             if target is None or target.state in (FAILED, EXPIRED, CANCELLED):
                 return ToolResult(ok=False, error="there is no order to cancel", say=none_say)
             order_id = _order_id(target)
-            summary = (f"您的{target.summary.split('，')[0]}" if _zh(ctx) else
-                       f"your order of {target.summary.rsplit(', ', 1)[0]}")
+            summary = (
+                f"您的{target.summary.split('，')[0]}"
+                if _zh(ctx)
+                else f"your order of {target.summary.rsplit(', ', 1)[0]}"
+            )
             if target.is_open and not target.ever_sent:
                 # Never left the car: withdraw it here, nothing to tell the restaurant.
                 try:
@@ -339,16 +440,30 @@ class MealsPlugin(Plugin):
                 except Exception:
                     target = await asyncio.to_thread(store.get, target.id)  # it just started sending
                 else:
-                    return ToolResult(ok=True, data={"outbox": _outbox_view(await asyncio.to_thread(
-                        store.get, target.id))}, say="已取消，订单还没有发出。" if _zh(ctx)
-                        else "Cancelled. The order had not been sent yet.")
+                    return ToolResult(
+                        ok=True,
+                        data={"outbox": _outbox_view(await asyncio.to_thread(store.get, target.id))},
+                        say="已取消，订单还没有发出。"
+                        if _zh(ctx)
+                        else "Cancelled. The order had not been sent yet.",
+                    )
         path = f"/orders/{order_id}/cancel" if order_id else "/orders/{order_id}/cancel"
         depends_on = None if order_id else target.key  # type: ignore[union-attr]
-        queued = await self.access.queue(service="meals", action="cancel_order", method="POST", path=path,
-                                         body={}, summary=summary, language=ctx.language, depends_on=depends_on)
+        queued = await self.access.queue(
+            service="meals",
+            action="cancel_order",
+            method="POST",
+            path=path,
+            body={},
+            summary=summary,
+            language=ctx.language,
+            depends_on=depends_on,
+        )
         data = {"outbox": _outbox_view(queued.entry)}
         if queued.finished and queued.state == DELIVERED:
-            return ToolResult(ok=True, data=data, say="订单已取消。" if _zh(ctx) else "Your order is cancelled.")
+            return ToolResult(
+                ok=True, data=data, say="订单已取消。" if _zh(ctx) else "Your order is cancelled."
+            )
         if queued.finished and queued.state == CANCELLED:
             return ToolResult(ok=False, data=data, error="there is no order to cancel", say=none_say)
         if queued.finished:
@@ -366,7 +481,13 @@ def _outbox_view(entry: Entry) -> dict[str, Any]:
 
 def _queued_text(ctx: ToolContext, queued: Queued, verb_zh: str, verb_en: str) -> str:
     if not queued.online:
-        return (f"现在离线，已排队，恢复网络后会{verb_zh}并告诉您。" if _zh(ctx) else
-                f"We're offline, so I've queued it. I'll {verb_en} as soon as we're back online and let you know.")
-    return ("服务响应有点慢，已排队，完成后告诉您。" if _zh(ctx) else
-            f"The service is slow to answer, so I've queued it. I'll {verb_en} and tell you when it's done.")
+        return (
+            f"现在离线，已排队，恢复网络后会{verb_zh}并告诉您。"
+            if _zh(ctx)
+            else f"We're offline, so I've queued it. I'll {verb_en} as soon as we're back online and let you know."
+        )
+    return (
+        "服务响应有点慢，已排队，完成后告诉您。"
+        if _zh(ctx)
+        else f"The service is slow to answer, so I've queued it. I'll {verb_en} and tell you when it's done."
+    )
