@@ -87,9 +87,10 @@ def register(app: typer.Typer) -> None:
         use_bias = config.asr.bias_vocabulary if bias is None else bias
 
         async def run() -> dict:
-            options = {"mode": "grammar"} if grammar and (engine or config.asr.engine) == "vosk" else {}
-            asr = await load_recognizer(config, engine=engine, model_dir=model, **options)
+            asr = await load_recognizer(config, engine=engine, model_dir=model)
             try:
+                if grammar and hasattr(asr, "set_mode"):  # vosk only; whisper has no grammar
+                    asr.set_mode("grammar")
                 if use_bias or grammar:
                     from agent.plugins.loader import load_registry
 

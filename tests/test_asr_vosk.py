@@ -66,12 +66,13 @@ def vosk_ko_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def vosk_ko(vosk_ko_dir: Path):  # type: ignore[no-untyped-def]
+def vosk_ko(vosk_ko_dir: Path):  # type: ignore[no-untyped-def]
+    # Synchronous: loaded once per module, outside any test's event loop (the engine thread needs none).
     from agent.asr.vosk import VoskRecognizer
 
-    asr = await asyncio.wait_for(VoskRecognizer.load(vosk_ko_dir), 60)
+    asr = VoskRecognizer(vosk_ko_dir)
     yield asr
-    await asr.aclose()
+    asyncio.run(asr.aclose())
 
 
 def espeak_ko(text: str, speed: int) -> AudioChunk:

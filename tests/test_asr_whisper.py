@@ -57,21 +57,22 @@ def voice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def whisper(whisper_dir: Path):  # type: ignore[no-untyped-def]
+def whisper(whisper_dir: Path):  # type: ignore[no-untyped-def]
+    # Synchronous: loaded once per module, outside any test's event loop (the engine thread needs none).
     from agent.asr.whisper import WhisperRecognizer
 
-    asr = await asyncio.wait_for(WhisperRecognizer.load(whisper_dir, beam_size=1), 60)
+    asr = WhisperRecognizer(whisper_dir, beam_size=1)
     yield asr
-    await asr.aclose()
+    asyncio.run(asr.aclose())
 
 
 @pytest.fixture(scope="module")
-async def joe(voice_dir: Path):  # type: ignore[no-untyped-def]
+def joe(voice_dir: Path):  # type: ignore[no-untyped-def]
     from agent.tts.piper import PiperTts
 
-    tts = await asyncio.wait_for(PiperTts.load(voice_dir), 60)
+    tts = PiperTts(voice_dir)
     yield tts
-    await tts.aclose()
+    asyncio.run(tts.aclose())
 
 
 async def spoken(tts, text: str) -> AudioChunk:  # type: ignore[no-untyped-def]
@@ -147,3 +148,53 @@ def test_missing_model_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(AsrError) as info:
         WhisperRecognizer(tmp_path)
     assert info.value.code == "asr-model-missing"
+
+
+@pytest.mark.model
+def test_speak_then_transcribe_commands(tmp_path: Path, whisper_dir: Path, voice_dir: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    wav = tmp_path / "reply.wav"
+    voice = next(voice_dir.glob("*.onnx"))
+    spoken = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "speak",
+            "Navigate to 88 Century Avenue.",
+            "--wav",
+            str(wav),
+            "--voice",
+            str(voice),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert spoken.returncode == 0, spoken.stderr
+    assert wav.stat().st_size > 22050  # more than half a second of 22,050 Hz audio
+    heard = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "transcribe",
+            str(wav),
+            "--engine",
+            "whisper",
+            "--model",
+            str(whisper_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert heard.returncode == 0, heard.stderr
+    result = json.loads(heard.stdout)
+    assert result["usable"] and result["engine"] == "whisper"
+    assert "century avenue" in result["text"].lower()
+    assert 0 < result["real_time_factor"] < 3

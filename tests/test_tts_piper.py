@@ -52,12 +52,13 @@ def joe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def joe(joe_dir: Path):  # type: ignore[no-untyped-def]
+def joe(joe_dir: Path):  # type: ignore[no-untyped-def]
+    # Synchronous: loaded once per module, outside any test's event loop (the engine thread needs none).
     from agent.tts.piper import PiperTts
 
-    tts = await asyncio.wait_for(PiperTts.load(joe_dir), 60)
+    tts = PiperTts(joe_dir)
     yield tts
-    await tts.aclose()
+    asyncio.run(tts.aclose())
 
 
 def rms(chunks: list[AudioChunk]) -> float:
