@@ -34,8 +34,17 @@ from agent.audio.noise import mix_at_snr, noise_int16, road_noise
 RATE = 16000
 PHRASE = "hey cabin"
 SNRS_DB: tuple[float | None, ...] = (None, 20.0, 10.0, 5.0, 0.0)
-ESPEAK_VOICES = ("en-us", "en-gb", "en-us+f2", "en-us+m3", "en-us+f4", "en-029", "en-us-nyc", "en-gb-scotland",
-                 "en-gb-x-rp")
+ESPEAK_VOICES = (
+    "en-us",
+    "en-gb",
+    "en-us+f2",
+    "en-us+m3",
+    "en-us+f4",
+    "en-029",
+    "en-us-nyc",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+)
 ESPEAK_SPEEDS = (130, 160, 190)
 PIPER_LENGTH_SCALES = (0.85, 1.0, 1.2)
 PIPER_NOISE_SCALES = (0.5, 0.667, 0.9)
@@ -51,9 +60,21 @@ WORDS = (
     "meeting minutes hours kilometres miles speed limit camera phone battery light dark morning evening night"
 ).split()
 CONFUSABLES = (
-    "hey kevin how are you", "the cabinet is full", "a cab in the city", "hey captain", "pass the cabbage",
-    "hey again", "cabins by the lake", "they came in a cab", "hey can we stop", "hey, cabbie", "okay, come in",
-    "a cabin in the woods", "hey man", "hey cab driver", "the cable is loose",
+    "hey kevin how are you",
+    "the cabinet is full",
+    "a cab in the city",
+    "hey captain",
+    "pass the cabbage",
+    "hey again",
+    "cabins by the lake",
+    "they came in a cab",
+    "hey can we stop",
+    "hey, cabbie",
+    "okay, come in",
+    "a cabin in the woods",
+    "hey man",
+    "hey cab driver",
+    "the cable is loose",
 )
 
 
@@ -74,8 +95,9 @@ def _wav_to_int16(data: bytes) -> np.ndarray:
 
 
 def espeak(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
-    out = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], capture_output=True, check=True
+    ).stdout
     # espeak's streamed WAV header has bogus sizes; wave copes once we fix the lengths.
     fixed = bytearray(out)
     fixed[4:8] = (len(out) - 8).to_bytes(4, "little")
@@ -147,7 +169,9 @@ def _cached(path: Path, make: Callable[[], np.ndarray]) -> np.ndarray:
 def positives(cache: Path, subset: str = "full") -> list[Positive]:
     out: list[Positive] = []
     piper: Piper | None = None
-    piper_specs = [(t, ls, ns) for t in PIPER_TEXTS for ls in PIPER_LENGTH_SCALES for ns in PIPER_NOISE_SCALES]
+    piper_specs = [
+        (t, ls, ns) for t in PIPER_TEXTS for ls in PIPER_LENGTH_SCALES for ns in PIPER_NOISE_SCALES
+    ]
     espeak_specs = [(v, s) for v in ESPEAK_VOICES for s in ESPEAK_SPEEDS]
     if subset == "small":
         piper_specs = [(PIPER_TEXTS[0], ls, 0.667) for ls in PIPER_LENGTH_SCALES]
@@ -163,8 +187,13 @@ def positives(cache: Path, subset: str = "full") -> list[Positive]:
         out.append(Positive(f"piper-{i}", "piper-joe", _cached(path, make)))
     for voice, speed in espeak_specs:
         path = cache / "pos" / f"espeak_{voice}_{speed}.npy"
-        out.append(Positive(f"espeak-{voice}-{speed}", f"espeak-{voice}",
-                            _cached(path, lambda v=voice, s=speed: espeak(PHRASE, v, s))))
+        out.append(
+            Positive(
+                f"espeak-{voice}-{speed}",
+                f"espeak-{voice}",
+                _cached(path, lambda v=voice, s=speed: espeak(PHRASE, v, s)),
+            )
+        )
     return out
 
 
@@ -175,8 +204,9 @@ def positive_clip(pos: Positive, snr_db: float | None, seed: int) -> np.ndarray:
     noise = road_noise(len(clip) / RATE, RATE, seed=seed)
     mixed = mix_at_snr(clip, noise, snr_db, RATE)
     if snr_db is None:  # still a quiet car, not digital silence
-        mixed = np.clip(mixed.astype(np.int32) + noise_int16(len(clip) / RATE, level_dbfs=-60, seed=seed), -32768,
-                        32767).astype(np.int16)
+        mixed = np.clip(
+            mixed.astype(np.int32) + noise_int16(len(clip) / RATE, level_dbfs=-60, seed=seed), -32768, 32767
+        ).astype(np.int16)
     return mixed
 
 
@@ -263,8 +293,9 @@ def _chunks(audio: np.ndarray, block_ms: int = 30) -> Iterator[AudioChunk]:
         yield AudioChunk(pcm[2 * i : 2 * (i + step)], RATE, timestamp_ms=1000.0 * i / RATE)
 
 
-def measure(make_engine: Callable[[], object], cache: Path, subset: str = "full",
-            refractory_seconds: float = 2.0) -> dict[str, object]:
+def measure(
+    make_engine: Callable[[], object], cache: Path, subset: str = "full", refractory_seconds: float = 2.0
+) -> dict[str, object]:
     pos = positives(cache, subset)
     neg = negatives(cache, "small" if subset == "small" else subset)
     engine = make_engine()
@@ -327,7 +358,9 @@ def pocketsphinx_engine(kws_threshold: float) -> Callable[[], object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cache", type=Path, default=default_cache_dir())
     parser.add_argument("--subset", choices=["full", "tune", "small"], default="full")
     parser.add_argument("--tune", help="comma-separated kws thresholds to sweep (uses the 'tune' negatives)")

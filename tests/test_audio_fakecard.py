@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from agent.audio.fakecard import FakeCard
-from conftest import require
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,9 @@ def test_activate_refuses_after_sounddevice_import(tmp_path: Path, monkeypatch: 
 def test_mic_source_reads_the_card_in_real_time(card: FakeCard, tmp_path: Path) -> None:
     signal = tone(1.0, 440.0)
     card.write_input(signal, pad_seconds=1.0)
-    proc = run_child(card, f"""
+    proc = run_child(
+        card,
+        f"""
         import asyncio, json, sys, time
         from agent.audio.sources import MicSource
         async def main():
@@ -86,10 +88,11 @@ def test_mic_source_reads_the_card_in_real_time(card: FakeCard, tmp_path: Path) 
             await asyncio.wait_for(read(), timeout=15)
             elapsed = time.monotonic() - t0
             await asyncio.wait_for(stream.aclose(), timeout=5)
-            open({str(tmp_path / 'got.raw')!r}, 'wb').write(bytes(got))
+            open({str(tmp_path / "got.raw")!r}, 'wb').write(bytes(got))
             print(json.dumps({{"elapsed": elapsed, "sizes": sorted(sizes)}}))
         asyncio.run(main())
-    """)
+    """,
+    )
     info = last_json(proc)
     got = np.frombuffer((tmp_path / "got.raw").read_bytes(), dtype="<i2")
     assert info["sizes"] == [480]
@@ -98,16 +101,20 @@ def test_mic_source_reads_the_card_in_real_time(card: FakeCard, tmp_path: Path) 
     assert np.array_equal(got[:16000], signal)
 
 
-def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(card: FakeCard, tmp_path: Path) -> None:
+def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(
+    card: FakeCard, tmp_path: Path
+) -> None:
     signal = tone(0.6, 300.0, rate=22050)
     np.save(tmp_path / "signal.npy", signal)
-    proc = run_child(card, f"""
+    proc = run_child(
+        card,
+        f"""
         import asyncio, json, numpy as np
         from agent.audio.chunk import AudioChunk
         from agent.audio.sinks import SpeakerSink
         from agent.events import now_ms
         async def main():
-            signal = np.load({str(tmp_path / 'signal.npy')!r})
+            signal = np.load({str(tmp_path / "signal.npy")!r})
             sink = SpeakerSink(device="card_out", pace_realtime=True)
             t0 = now_ms()
             for i in range(0, len(signal), 2205):  # 100 ms pieces, like sentences streaming from Piper
@@ -116,7 +123,8 @@ def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(card: Fak
             await sink.drain(timeout_seconds=10)
             print(json.dumps({{"first_audio_after_ms": first - t0, "played": sink.samples_played}}))
         asyncio.run(main())
-    """)
+    """,
+    )
     info = last_json(proc)
     assert 0 <= info["first_audio_after_ms"] < 500
     assert info["played"] == len(signal)
@@ -125,12 +133,16 @@ def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(card: Fak
     start = int(np.argmax(np.abs(out) > 100))
     assert len(out) - start >= len(signal) - 1
     played = out[start : start + len(signal)].astype(np.float64)
-    corr = np.dot(played, signal[: len(played)]) / (np.linalg.norm(played) * np.linalg.norm(signal[: len(played)]))
+    corr = np.dot(played, signal[: len(played)]) / (
+        np.linalg.norm(played) * np.linalg.norm(signal[: len(played)])
+    )
     assert corr > 0.99
 
 
 def test_speaker_stop_flushes_immediately_for_barge_in(card: FakeCard, tmp_path: Path) -> None:
-    proc = run_child(card, """
+    proc = run_child(
+        card,
+        """
         import asyncio, json, time, numpy as np
         from agent.audio.chunk import AudioChunk
         from agent.audio.sinks import SpeakerSink
@@ -147,7 +159,8 @@ def test_speaker_stop_flushes_immediately_for_barge_in(card: FakeCard, tmp_path:
             await asyncio.wait_for(sink.drain(), timeout=5)  # nothing left: returns at once
             print(json.dumps({"stop_ms": stop_ms, "played": sink.samples_played, "playing": sink.playing}))
         asyncio.run(main())
-    """)
+    """,
+    )
     info = last_json(proc)
     assert info["stop_ms"] < 200
     assert not info["playing"]
@@ -157,7 +170,9 @@ def test_speaker_stop_flushes_immediately_for_barge_in(card: FakeCard, tmp_path:
 
 def test_device_lost_and_back_is_recovered_without_ending(card: FakeCard) -> None:
     card.write_input(tone(20.0, 500.0), pad_seconds=1.0)
-    proc = run_child(card, f"""
+    proc = run_child(
+        card,
+        f"""
         import asyncio, json, os
         from agent.audio.fakecard import FakeCard
         from agent.audio.sources import MicSource
@@ -189,7 +204,8 @@ def test_device_lost_and_back_is_recovered_without_ending(card: FakeCard) -> Non
             await asyncio.wait_for(stream.aclose(), timeout=5)
             print(json.dumps({{**phases, "reconnects": src.reconnects}}))
         asyncio.run(main())
-    """)
+    """,
+    )
     info = last_json(proc)
     assert info["before"] > 5
     assert info["after"] >= 20

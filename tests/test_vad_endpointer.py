@@ -9,20 +9,24 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from conftest import require
 
 from agent.audio.chunk import AudioChunk
 from agent.audio.noise import mix_at_snr, noise_int16, road_noise
-from agent.audio.vad import EndReason, Endpointer, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
+from agent.audio.vad import Endpointer, EndReason, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
 from agent.config import VadConfig
-from conftest import require
 
 RATE = 16000
 
 
 def espeak(text: str, speed: int = 160) -> np.ndarray:
     require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed")
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(speed), "--stdout", text],
-                         capture_output=True, check=True, timeout=30).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", str(speed), "--stdout", text],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
     # 22050 Hz 16-bit mono after a 44-byte header.
     chunk = AudioChunk(wav[44:], rate=22050).to_format(RATE, 1)
     return np.frombuffer(chunk.pcm, dtype="<i2").copy()
@@ -62,7 +66,9 @@ async def test_silence_after_speech_ends_the_request(engine: str, request_speech
 async def test_road_noise_does_not_end_or_start_a_request(request_speech: np.ndarray) -> None:
     audio = np.concatenate([np.zeros(RATE // 2, np.int16), request_speech, np.zeros(3 * RATE, np.int16)])
     noisy = mix_at_snr(audio, road_noise(len(audio) / RATE, seed=5), 10.0)
-    utt = await asyncio.wait_for(Endpointer(VadConfig(aggressiveness=3)).collect(chunks_of(noisy)), timeout=20)
+    utt = await asyncio.wait_for(
+        Endpointer(VadConfig(aggressiveness=3)).collect(chunks_of(noisy)), timeout=20
+    )
     assert utt.reason is EndReason.SILENCE
     assert utt.speech_start_ms is not None and utt.speech_start_ms < 1000
 

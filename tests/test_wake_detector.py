@@ -63,8 +63,10 @@ def marked(ts: float = 0.0) -> AudioChunk:
 def speech_chunks(seconds: float, start_ms: float = 0.0) -> list[AudioChunk]:
     t = np.arange(int(seconds * RATE)) / RATE
     voiced = (8000 * np.sin(2 * np.pi * 300 * t) * (1 + np.sin(2 * np.pi * 4 * t)) / 2).astype(np.int16)
-    return [AudioChunk(voiced[i : i + 480].tobytes(), RATE, timestamp_ms=start_ms + 1000 * i / RATE)
-            for i in range(0, len(voiced), 480)]
+    return [
+        AudioChunk(voiced[i : i + 480].tobytes(), RATE, timestamp_ms=start_ms + 1000 * i / RATE)
+        for i in range(0, len(voiced), 480)
+    ]
 
 
 def test_fake_is_a_wake_engine() -> None:

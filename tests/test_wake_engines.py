@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from agent.audio.chunk import AudioChunk
 from agent.config import Config, validate
 from agent.errors import WakeError
 from agent.wake.base import Detection, WakeEngine, create_engine
-from conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -52,8 +52,10 @@ def piper_hey_cabin(testset) -> list[np.ndarray]:
 
 def chunks(audio: np.ndarray, block_ms: int = 30) -> list[AudioChunk]:
     step = RATE * block_ms // 1000
-    return [AudioChunk(audio[i : i + step].tobytes(), RATE, timestamp_ms=1000 * i / RATE)
-            for i in range(0, len(audio), step)]
+    return [
+        AudioChunk(audio[i : i + step].tobytes(), RATE, timestamp_ms=1000 * i / RATE)
+        for i in range(0, len(audio), step)
+    ]
 
 
 def run(engine: WakeEngine, audio: np.ndarray) -> list[Detection]:
@@ -90,9 +92,16 @@ def test_pocketsphinx_ignores_other_speech(testset) -> None:
     from agent.wake.pocketsphinx import PocketsphinxWake
 
     engine = PocketsphinxWake("hey cabin")
-    speech = np.concatenate([testset.espeak(t, "en-us", 160) for t in (
-        "set the temperature to twenty one degrees", "navigate to work", "play some music please",
-    )])
+    speech = np.concatenate(
+        [
+            testset.espeak(t, "en-us", 160)
+            for t in (
+                "set the temperature to twenty one degrees",
+                "navigate to work",
+                "play some music please",
+            )
+        ]
+    )
     assert run(engine, in_cabin(speech)) == []
 
 
@@ -131,8 +140,12 @@ def vosk_ko_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def espeak_ko(text: str, speed: int = 150) -> np.ndarray:
     require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed")
-    wav = subprocess.run(["espeak-ng", "-v", "ko", "-s", str(speed), "--stdout", text],
-                         capture_output=True, check=True, timeout=30).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", "ko", "-s", str(speed), "--stdout", text],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return np.frombuffer(AudioChunk(wav[44:], rate=22050).to_format(RATE, 1).pcm, dtype="<i2").copy()
 
 
@@ -193,5 +206,7 @@ def test_factory(tmp_path: Path) -> None:
         create_engine(validate({"wake": {"engine": "openwakeword"}}))
     assert err.value.code == "wake-model-missing"
     with pytest.raises(WakeError) as err:
-        create_engine(Config(), model_dir=None)  # vosk is the default and needs its model
+        create_engine(validate({"wake": {"engine": "vosk"}}), model_dir=None)  # vosk needs its model
     assert err.value.code == "wake-model-missing"
+    if "auto" in str(Config.model_fields["wake"].default.engine):
+        assert isinstance(create_engine(validate({"language": "en"})), PocketsphinxWake)

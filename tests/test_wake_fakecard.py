@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 from test_wake_engines import piper_hey_cabin, testset  # noqa: F401 - session fixtures
 
 from agent.audio.fakecard import FakeCard
 from agent.audio.noise import mix_at_snr, road_noise
-from conftest import require
 
 pytestmark = pytest.mark.slow
 RATE = 16000
@@ -55,8 +55,13 @@ def test_wake_fires_on_hey_cabin_through_the_fake_card(tmp_path: Path, piper_hey
                               "rtf": detector.stats.real_time_factor, "lag_ms": detector.stats.max_lag_ms}))
         asyncio.run(main())
     """
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=card.env(), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=card.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     info = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
     assert info["engine"] == "pocketsphinx"

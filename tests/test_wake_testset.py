@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.model]
 def test_small_subset_detection_and_false_accepts(testset, piper_hey_cabin) -> None:  # noqa: F811
     from agent.wake.pocketsphinx import DEFAULT_KWS_THRESHOLD
 
-    report = testset.measure(testset.pocketsphinx_engine(DEFAULT_KWS_THRESHOLD), testset.default_cache_dir(),
-                             "small")
+    report = testset.measure(
+        testset.pocketsphinx_engine(DEFAULT_KWS_THRESHOLD), testset.default_cache_dir(), "small"
+    )
     # The Piper voice (what a natural voice sounds like here): clean and 10 dB SNR road noise.
     assert report["by_voice"]["piper-joe"] >= 0.66, report
     # 4 minutes of speech, music and road noise. At the tuned default this subset has 2 false wakes (one in the

@@ -52,14 +52,14 @@ class FakeCard:
         d = self.directory
         lines = [
             f'pcm.{self.playback_pcm}_raw {{ type file  slave.pcm "null"  file "{d}/out_%r_%c_%f.raw"  format "raw" }}',
-            f"pcm.{self.playback_pcm} {{ type plug  slave {{ pcm \"{self.playback_pcm}_raw\" format S16_LE "
+            f'pcm.{self.playback_pcm} {{ type plug  slave {{ pcm "{self.playback_pcm}_raw" format S16_LE '
             f"rate {self.playback_rate_hz} channels 1 }} }}",
         ]
         if with_capture:
             lines += [
                 f'pcm.{self.capture_pcm}_raw {{ type file  slave.pcm "null"  file "/dev/null"  '
                 f'infile "{self.input_path}"  format "raw" }}',
-                f"pcm.{self.capture_pcm} {{ type plug  slave {{ pcm \"{self.capture_pcm}_raw\" format S16_LE "
+                f'pcm.{self.capture_pcm} {{ type plug  slave {{ pcm "{self.capture_pcm}_raw" format S16_LE '
                 f"rate {self.capture_rate_hz} channels 1 }} }}",
                 f'pcm.!default {{ type asym  playback.pcm "{self.playback_pcm}"  capture.pcm "{self.capture_pcm}" }}',
             ]
@@ -80,7 +80,9 @@ class FakeCard:
         os.utime(self.config_path, (stamp, stamp))
         return self.config_path
 
-    def write_input(self, pcm: bytes | np.ndarray, *, lead_seconds: float = 0.0, pad_seconds: float = 2.0) -> Path:
+    def write_input(
+        self, pcm: bytes | np.ndarray, *, lead_seconds: float = 0.0, pad_seconds: float = 2.0
+    ) -> Path:
         """Capture input as 16-bit mono raw at `capture_rate_hz`, with silence before and after.
 
         The trailing silence matters: at end of file the plugin repeats the last block forever.

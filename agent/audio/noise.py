@@ -43,8 +43,11 @@ def road_noise(seconds: float, rate_hz: int = 16000, *, seed: int = 0, speed_kmh
     hiss_level = 0.08 + 0.12 * min(speed_kmh, 130.0) / 130.0
     x = 1.0 * brown + 0.35 * pink + 0.8 * rumble + hiss_level * hiss + 0.15 * engine
     # Road surface changes: a slow random gain wobble of a few dB.
-    wobble = np.interp(t, np.linspace(0, t[-1] + 1e-9, max(2, int(seconds / 2) + 2)),
-                       rng.uniform(0.8, 1.2, max(2, int(seconds / 2) + 2)))
+    wobble = np.interp(
+        t,
+        np.linspace(0, t[-1] + 1e-9, max(2, int(seconds / 2) + 2)),
+        rng.uniform(0.8, 1.2, max(2, int(seconds / 2) + 2)),
+    )
     x *= wobble
     return (x / (np.sqrt(np.mean(x * x)) + 1e-12)).astype(np.float32)
 
@@ -87,7 +90,9 @@ def mix_at_snr(
     return np.round(mixed).astype(np.int16)
 
 
-def noise_int16(seconds: float, rate_hz: int = 16000, *, level_dbfs: float = -35.0, seed: int = 0) -> np.ndarray:
+def noise_int16(
+    seconds: float, rate_hz: int = 16000, *, level_dbfs: float = -35.0, seed: int = 0
+) -> np.ndarray:
     """Road noise alone at a given RMS level (for negative audio and "nobody speaks" tests)."""
     x = road_noise(seconds, rate_hz, seed=seed) * (32767 * 10 ** (level_dbfs / 20))
     return np.clip(np.round(x), -32768, 32767).astype(np.int16)

@@ -140,7 +140,9 @@ class SpeakerSink:
             )
         except (sd.PortAudioError, ValueError) as err:
             raise AudioError(
-                f"cannot open output device {self.device!r}: {err}", code="audio-output-failed", device=self.device
+                f"cannot open output device {self.device!r}: {err}",
+                code="audio-output-failed",
+                device=self.device,
             ) from err
         register_stream(stream, True)
         self._stream, self._stream_rate = stream, rate

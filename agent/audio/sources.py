@@ -62,7 +62,9 @@ def read_wav(path: str | Path, rate_hz: int = 16000) -> AudioChunk:
     except FileNotFoundError:
         raise AudioError(f"WAV file not found: {path}", code="audio-file-missing", path=str(path)) from None
     except (wave.Error, EOFError) as err:
-        raise AudioError(f"{path}: not a PCM WAV file ({err})", code="audio-wav-unsupported", path=str(path)) from err
+        raise AudioError(
+            f"{path}: not a PCM WAV file ({err})", code="audio-wav-unsupported", path=str(path)
+        ) from err
     data = _to_int16(frames, width)
     chunk = AudioChunk(data.tobytes(), rate=rate, width=2, channels=channels)
     return chunk.to_format(rate_hz, 1)

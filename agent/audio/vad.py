@@ -46,10 +46,14 @@ class WebRtcVad:
         try:
             import webrtcvad
         except ImportError as err:
-            raise AudioError("webrtcvad is not installed (pip install webrtcvad-wheels)", code="vad-unavailable") from err
+            raise AudioError(
+                "webrtcvad is not installed (pip install webrtcvad-wheels)", code="vad-unavailable"
+            ) from err
         if rate_hz not in (8000, 16000, 32000, 48000) or frame_ms not in (10, 20, 30):
-            raise AudioError(f"webrtcvad needs 8/16/32/48 kHz and 10/20/30 ms frames (got {rate_hz}, {frame_ms})",
-                             code="vad-format")
+            raise AudioError(
+                f"webrtcvad needs 8/16/32/48 kHz and 10/20/30 ms frames (got {rate_hz}, {frame_ms})",
+                code="vad-format",
+            )
         self._vad = webrtcvad.Vad(aggressiveness)
         self.rate_hz = rate_hz
         self.frame_samples = rate_hz * frame_ms // 1000
@@ -90,7 +94,9 @@ class EnergyVad:
     name = "energy"
     blocking = False
 
-    def __init__(self, rate_hz: int = 16000, frame_ms: int = 30, margin_db: float = 9.0, min_dbfs: float = -50.0):
+    def __init__(
+        self, rate_hz: int = 16000, frame_ms: int = 30, margin_db: float = 9.0, min_dbfs: float = -50.0
+    ):
         self.rate_hz = rate_hz
         self.frame_samples = rate_hz * frame_ms // 1000
         self.margin_db = margin_db
@@ -274,7 +280,9 @@ class Endpointer:
                 log.debug("endpoint", reason=str(self.reason), speech_end_ms=self.speech_end_ms)
                 return
 
-    async def collect(self, chunks: AsyncIterable[AudioChunk], preroll: list[AudioChunk] | None = None) -> Utterance:
+    async def collect(
+        self, chunks: AsyncIterable[AudioChunk], preroll: list[AudioChunk] | None = None
+    ) -> Utterance:
         collected = [c async for c in self.utterance(chunks, preroll)]
         return Utterance(
             collected,

@@ -52,25 +52,46 @@ def create_engine(config: Config, *, model_dir: Path | None = None) -> WakeEngin
 
     `model_dir` is the vosk model directory (from the model manager) for the vosk engine.
     """
+    if config.wake.engine == "auto":  # the engine of the profile's default wake model for the language
+        from agent.voice import resolved_config
+
+        config = resolved_config(config)
     wake = config.wake
     phrase = config.wake_phrase
-    if wake.engine == "none":
+    engine = str(wake.engine)
+    if engine == "auto":
+        # Until the model manager names the profile's wake model: a vosk model if we were given one,
+        # else pocketsphinx (its en-us model ships in the wheel) for English.
+        if model_dir is not None:
+            engine = "vosk"
+        elif config.language == "en":
+            engine = "pocketsphinx"
+        else:
+            raise WakeError(
+                f"wake.engine auto: no wake model for language {config.language!r}; "
+                "give the vosk model directory",
+                code="wake-model-missing",
+            )
+    if engine == "none":
         return None
-    if wake.engine == "pocketsphinx":
+    if engine == "pocketsphinx":
         from agent.wake.pocketsphinx import PocketsphinxWake
 
         return PocketsphinxWake(phrase, threshold=wake.threshold)
-    if wake.engine == "vosk":
+    if engine == "vosk":
         from agent.wake.vosk import VoskWake
 
         if model_dir is None:
             raise WakeError("the vosk wake engine needs a vosk model directory", code="wake-model-missing")
         return VoskWake(model_dir, phrase, threshold=wake.threshold)
-    if wake.engine == "openwakeword":
+    if engine == "openwakeword":
         from agent.wake.openwakeword import OpenWakeWordWake
 
         if wake.openwakeword_model is None:
-            raise WakeError("wake.openwakeword_model: a model file is required for openwakeword",
-                            code="wake-model-missing", key="wake.openwakeword_model")
+            raise WakeError(
+                "wake.openwakeword_model: a model file is required for openwakeword",
+                code="wake-model-missing",
+                key="wake.openwakeword_model",
+            )
         return OpenWakeWordWake(wake.openwakeword_model, phrase, threshold=wake.threshold)
     raise WakeError(f"wake.engine: unknown engine {wake.engine!r}", code="wake-engine-unknown")

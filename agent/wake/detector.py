@@ -117,16 +117,26 @@ class WakeDetector:
         stamp = self.push_to_talk.consume()
         if stamp is not None:
             self._engine_dirty = True
-            return self._accept(Detection(self.phrase, "push-to-talk", stamp, source="push-to-talk",
-                                          during_playback=self._speaking))
+            return self._accept(
+                Detection(
+                    self.phrase, "push-to-talk", stamp, source="push-to-talk", during_playback=self._speaking
+                )
+            )
         if self._follow_up_until_ms is not None:
             if now_ms() > self._follow_up_until_ms:
                 self._follow_up_until_ms = None
             elif not self._speaking and self._follow_up_speech(chunk):
                 self._follow_up_until_ms = None
                 self._engine_dirty = True
-                return self._accept(Detection(self.phrase, "follow-up", chunk.timestamp_ms, source="follow-up",
-                                              preroll=tuple(self._recent)))
+                return self._accept(
+                    Detection(
+                        self.phrase,
+                        "follow-up",
+                        chunk.timestamp_ms,
+                        source="follow-up",
+                        preroll=tuple(self._recent),
+                    )
+                )
         if self.engine is None:
             return None
         gated = self._speaking and not self.config.barge_in
@@ -136,16 +146,22 @@ class WakeDetector:
         reset_first, self._engine_dirty = self._engine_dirty, False
         loop = asyncio.get_running_loop()
         try:
-            detection, engine_ms = await loop.run_in_executor(self._executor, self._engine_process, chunk, reset_first)
+            detection, engine_ms = await loop.run_in_executor(
+                self._executor, self._engine_process, chunk, reset_first
+            )
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            raise WakeError(f"wake engine {self.engine.name} failed: {err}", code="wake-engine-failed") from err
+            raise WakeError(
+                f"wake engine {self.engine.name} failed: {err}", code="wake-engine-failed"
+            ) from err
         self.stats.audio_ms += chunk.duration_ms
         self.stats.engine_ms += engine_ms
         self.stats.chunks += 1
         if chunk.timestamp_ms:
-            self.stats.max_lag_ms = max(self.stats.max_lag_ms, now_ms() - chunk.timestamp_ms - chunk.duration_ms)
+            self.stats.max_lag_ms = max(
+                self.stats.max_lag_ms, now_ms() - chunk.timestamp_ms - chunk.duration_ms
+            )
         if detection is None:
             return None
         if self._last_detection_ms is not None and (
@@ -155,15 +171,26 @@ class WakeDetector:
             log.debug("wake-refractory", engine=detection.engine)
             return None
         if self._speaking:
-            detection = Detection(detection.phrase, detection.engine, detection.timestamp_ms, detection.score,
-                                  "engine", during_playback=True)
+            detection = Detection(
+                detection.phrase,
+                detection.engine,
+                detection.timestamp_ms,
+                detection.score,
+                "engine",
+                during_playback=True,
+            )
         return self._accept(detection)
 
     def _accept(self, detection: Detection) -> Detection:
         self._last_detection_ms = detection.timestamp_ms
         self.stats.detections += 1
-        log.info("wake-detected", engine=detection.engine, source=detection.source,
-                 score=detection.score, barge_in=detection.during_playback)
+        log.info(
+            "wake-detected",
+            engine=detection.engine,
+            source=detection.source,
+            score=detection.score,
+            barge_in=detection.during_playback,
+        )
         return detection
 
     def _remember(self, chunk: AudioChunk) -> None:

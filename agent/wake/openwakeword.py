@@ -17,25 +17,35 @@ FRAME_SAMPLES = 1280
 class OpenWakeWordWake:
     name = "openwakeword"
 
-    def __init__(self, model_path: str | Path, phrase: str, *, threshold: float = 0.5, rate_hz: int = 16000) -> None:
+    def __init__(
+        self, model_path: str | Path, phrase: str, *, threshold: float = 0.5, rate_hz: int = 16000
+    ) -> None:
         path = Path(model_path).expanduser()
         # Check the file first: a missing model is the driver's (installer's) fix, whatever the package state.
         if not path.is_file():
-            raise WakeError(f"openWakeWord model file not found: {path}", code="wake-model-missing", path=str(path))
+            raise WakeError(
+                f"openWakeWord model file not found: {path}", code="wake-model-missing", path=str(path)
+            )
         if path.suffix not in (".onnx", ".tflite"):
-            raise WakeError(f"openWakeWord model must be .onnx or .tflite: {path}", code="wake-model-invalid",
-                            path=str(path))
+            raise WakeError(
+                f"openWakeWord model must be .onnx or .tflite: {path}",
+                code="wake-model-invalid",
+                path=str(path),
+            )
         try:
             from openwakeword.model import Model
         except ImportError as err:
-            raise WakeError("openwakeword is not installed (pip install 'cabin-agent[openwakeword]')",
-                            code="wake-engine-unavailable") from err
+            raise WakeError(
+                "openwakeword is not installed (pip install 'cabin-agent[openwakeword]')",
+                code="wake-engine-unavailable",
+            ) from err
         try:
             framework = "onnx" if path.suffix == ".onnx" else "tflite"
             self._model = Model(wakeword_models=[str(path)], inference_framework=framework)
         except Exception as err:  # noqa: BLE001 - the library raises many kinds; all mean the same to the driver
-            raise WakeError(f"openWakeWord could not load {path}: {err}", code="wake-model-invalid",
-                            path=str(path)) from err
+            raise WakeError(
+                f"openWakeWord could not load {path}: {err}", code="wake-model-invalid", path=str(path)
+            ) from err
         self.phrase = phrase
         self.threshold = threshold
         self.rate_hz = rate_hz

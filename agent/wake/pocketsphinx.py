@@ -51,20 +51,28 @@ class PocketsphinxWake:
         try:
             import pocketsphinx
         except ImportError as err:
-            raise WakeError("pocketsphinx is not installed (pip install pocketsphinx)",
-                            code="wake-engine-unavailable") from err
+            raise WakeError(
+                "pocketsphinx is not installed (pip install pocketsphinx)", code="wake-engine-unavailable"
+            ) from err
         model_dir = model_dir or os.path.join(pocketsphinx.get_model_path(), "en-us")
         hmm = os.path.join(model_dir, "en-us")
         dictionary = os.path.join(model_dir, "cmudict-en-us.dict")
         if not os.path.isdir(hmm) or not os.path.isfile(dictionary):
-            raise WakeError(f"pocketsphinx model not found in {model_dir}", code="wake-model-missing", path=model_dir)
+            raise WakeError(
+                f"pocketsphinx model not found in {model_dir}", code="wake-model-missing", path=model_dir
+            )
         self.phrase = normalise_phrase(phrase)
         self.rate_hz = rate_hz
         self.kws_threshold = kws_threshold if kws_threshold is not None else kws_threshold_for(threshold)
         try:
             self._decoder = pocketsphinx.Decoder(
-                hmm=hmm, dict=dictionary, lm=None, keyphrase=self.phrase, kws_threshold=self.kws_threshold,
-                samprate=float(rate_hz), loglevel="FATAL",
+                hmm=hmm,
+                dict=dictionary,
+                lm=None,
+                keyphrase=self.phrase,
+                kws_threshold=self.kws_threshold,
+                samprate=float(rate_hz),
+                loglevel="FATAL",
             )
         except RuntimeError as err:
             raise WakeError(f"pocketsphinx failed to start: {err}", code="wake-engine-failed") from err
@@ -73,7 +81,8 @@ class PocketsphinxWake:
         if missing:
             raise WakeError(
                 f"wake phrase {phrase!r}: not in the pocketsphinx dictionary: {', '.join(missing)}",
-                code="wake-phrase-unknown", words=missing,
+                code="wake-phrase-unknown",
+                words=missing,
             )
         self._decoder.start_utt()
         self._audio_ms = 0.0

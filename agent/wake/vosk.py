@@ -21,13 +21,65 @@ FILLER_WORDS = (
     # Korean. Multi-syllable only: one-syllable fillers (에, 저, 으...) soak up the phrase itself. Measured with
     # espeak-ng Korean in cabin noise: 4/4 "헤이 자동차" spotted and 0/7 other requests with these, 3/4 and 0/7
     # with single syllables added, 4/4 and 7/7 false with no fillers at all.
-    "네", "아니요", "음악", "창문", "열어", "줘", "날씨", "오늘", "좋네요", "여보세요", "전화", "집", "그래", "어디",
-    "뭐", "지금", "안녕하세요", "감사합니다", "괜찮아요", "사람", "시간", "이거", "저기", "우리", "정말", "빨리",
+    "네",
+    "아니요",
+    "음악",
+    "창문",
+    "열어",
+    "줘",
+    "날씨",
+    "오늘",
+    "좋네요",
+    "여보세요",
+    "전화",
+    "집",
+    "그래",
+    "어디",
+    "뭐",
+    "지금",
+    "안녕하세요",
+    "감사합니다",
+    "괜찮아요",
+    "사람",
+    "시간",
+    "이거",
+    "저기",
+    "우리",
+    "정말",
+    "빨리",
     "천천히",
     # Chinese
-    "我们", "你好", "什么", "这个", "那个", "可以", "不要", "打开", "关闭", "音乐", "导航", "电话", "现在", "今天",
+    "我们",
+    "你好",
+    "什么",
+    "这个",
+    "那个",
+    "可以",
+    "不要",
+    "打开",
+    "关闭",
+    "音乐",
+    "导航",
+    "电话",
+    "现在",
+    "今天",
     # English
-    "the", "a", "to", "and", "i", "you", "it", "is", "hi", "okay", "yes", "no", "can", "what", "play", "call",
+    "the",
+    "a",
+    "to",
+    "and",
+    "i",
+    "you",
+    "it",
+    "is",
+    "hi",
+    "okay",
+    "yes",
+    "no",
+    "can",
+    "what",
+    "play",
+    "call",
 )
 
 
@@ -53,20 +105,26 @@ class VoskWake:
         model_dir = Path(model_dir)
         if model is None:
             if not (model_dir / "am").is_dir() and not (model_dir / "final.mdl").exists():
-                raise WakeError(f"vosk model not found in {model_dir}", code="wake-model-missing", path=str(model_dir))
+                raise WakeError(
+                    f"vosk model not found in {model_dir}", code="wake-model-missing", path=str(model_dir)
+                )
             vosk.SetLogLevel(-1)
             try:
                 model = vosk.Model(str(model_dir))
             except Exception as err:  # noqa: BLE001 - vosk raises bare Exception
-                raise WakeError(f"vosk could not load {model_dir}", code="wake-model-invalid",
-                                path=str(model_dir)) from err
+                raise WakeError(
+                    f"vosk could not load {model_dir}", code="wake-model-invalid", path=str(model_dir)
+                ) from err
         self._model = model
         self.phrase = " ".join(phrase.lower().split())
         self.words = self.phrase.split()
         missing = [w for w in self.words if model.vosk_model_find_word(w) < 0]  # type: ignore[attr-defined]
         if missing:
-            raise WakeError(f"wake phrase {phrase!r}: not in the vosk model's vocabulary: {', '.join(missing)}",
-                            code="wake-phrase-unknown", words=missing)
+            raise WakeError(
+                f"wake phrase {phrase!r}: not in the vosk model's vocabulary: {', '.join(missing)}",
+                code="wake-phrase-unknown",
+                words=missing,
+            )
         self.has_unk = model.vosk_model_find_word("[unk]") >= 0  # type: ignore[attr-defined]
         if self.has_unk:
             grammar = [self.phrase, "[unk]"]
