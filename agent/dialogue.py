@@ -17,6 +17,10 @@ _NO_EN = {
 }
 _YES_ZH = ("是的", "是", "好的", "好", "对", "可以", "行", "确认", "确定", "下单", "嗯", "没问题", "要")
 _NO_ZH = ("不要", "不用", "不", "取消", "算了", "别", "不行", "等等")
+# Openings that start with a yes word but are not an answer: "要不然去公司吧" (or else, go to the
+# office), "要是", "好像", "对了" (by the way), "是不是", "可以帮我..." (a new request).
+# They must never confirm a purchase.
+_NOT_ANSWER_ZH = ("要不", "要是", "好像", "对了", "对面", "是不是", "可以帮", "行驶")
 
 
 def detect_language(text: str, default: str = "en") -> str:
@@ -41,6 +45,8 @@ def classify_confirmation(text: str) -> str | None:
         # Negatives first: "不要" contains "要".
         if any(compact.startswith(w) for w in _NO_ZH) or compact in _NO_ZH:
             return "no"
+        if any(compact.startswith(w) for w in _NOT_ANSWER_ZH):
+            return None
         if any(compact.startswith(w) for w in _YES_ZH) and len(compact) <= 8:
             return "yes"
         return None

@@ -1,5 +1,6 @@
-"""Fakes for unit tests: a scripted local model, a vehicle that remembers what it was told, a meals plugin that
-orders nothing. Each implements or subclasses the real interface, so the turn engine cannot tell them apart.
+"""Fakes for unit tests: a scripted local model, a vehicle that remembers what it was told, a meals
+plugin that orders nothing. Each implements or subclasses the real interface, so the turn engine cannot
+tell them apart.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ class GenerateCall:
 class FakeModel(LanguageModel):
     """A LanguageModel whose tokens are characters and whose answers come from a script keyed by utterance.
 
-    render() joins the messages as `<|role|>content` lines; tokenize() maps each character to its code point, so
-    generate() can read back exactly what the turn engine asked for: the first tokens of an answer (`decide`),
-    the tool name after a forced `{"name": "`, the arguments after a forced `..."arguments": `, or the spoken
-    wording of a tool result (`second-pass`, when the last message is the tool's).
+    render() joins the messages as `<|role|>content` lines; tokenize() maps each character to its code
+    point, so generate() can read back exactly what the turn engine asked for: the first tokens of an
+    answer (`decide`), the tool name after a forced `{"name": "`, the arguments after a forced
+    `..."arguments": `, or the wording of a tool result (`second-pass`, when the last message is the
+    tool's).
     """
 
     model_id = "fake-qwen-0"
@@ -122,7 +124,7 @@ class FakeModel(LanguageModel):
                 return output.text
             return json.dumps(output, ensure_ascii=False) if isinstance(output, dict) else str(output)
         if not isinstance(call, dict):
-            raise AssertionError(f"the turn engine asked for a tool {phase} but the script has a reply: {output!r}")
+            raise AssertionError(f"engine asked for a tool {phase} but the script has a reply: {output!r}")
         if phase == "name":
             return f'{call["name"]}"}}'  # the model goes on writing; the engine stops at the closing quote
         # The arguments grammar ends the generation when the JSON object closes.
@@ -199,7 +201,10 @@ class OfflineMealsPlugin(MealsPlugin):
     async def _order(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         self.orders.append(PlacedOrder(dict(args), ctx.utterance, ctx.language))
         eta = 25
-        say = f"已下单，大约{eta}分钟送到。" if ctx.language == "zh" else f"Ordered. It should arrive in about {eta} minutes."
+        if ctx.language == "zh":
+            say = f"已下单，大约{eta}分钟送到。"
+        else:
+            say = f"Ordered. It should arrive in about {eta} minutes."
         return ToolResult(ok=True, data={"order": {"id": "ord-1", "eta_minutes": eta}}, say=say)
 
 

@@ -1,4 +1,4 @@
-"""Grounding: a tool call's arguments must come from what the driver said, not from the model's imagination."""
+"""Grounding: a tool call's arguments must come from what the driver said, not the model's imagination."""
 
 from __future__ import annotations
 
@@ -157,14 +157,16 @@ def test_an_invented_temperature_is_dropped_from_an_optional_argument():
 
 
 def test_an_invented_required_item_is_reported_missing():
-    kept, missing = ground_arguments(TOOLS["order_meal"], {"item": "your favorite pizza place"}, "I'd like a pizza")
+    kept, missing = ground_arguments(TOOLS["order_meal"], {"item": "your favorite pizza place"},
+                                     "I'd like a pizza")
 
     assert missing == ["item"]
 
 
 def test_an_order_keeps_what_was_said_and_drops_the_rest():
     kept, missing = ground_arguments(
-        TOOLS["order_meal"], {"item": "pizza", "quantity": 2, "size": "large", "restaurant": "Luigi's Pizzeria"},
+        TOOLS["order_meal"],
+        {"item": "pizza", "quantity": 2, "size": "large", "restaurant": "Luigi's Pizzeria"},
         "I'd like a pizza")
 
     assert kept == {"item": "pizza"}
@@ -174,8 +176,8 @@ def test_an_order_keeps_what_was_said_and_drops_the_rest():
 def test_an_order_with_its_quantity_and_size_said_keeps_them():
     kept, missing = ground_arguments(TOOLS["order_meal"], {"item": "latte", "quantity": 2, "size": "large"},
                                      "two large lattes please")
-    kept_zh, missing_zh = ground_arguments(TOOLS["order_meal"], {"item": "拿铁", "quantity": 2, "size": "large"},
-                                           "来两杯大杯拿铁")
+    kept_zh, missing_zh = ground_arguments(
+        TOOLS["order_meal"], {"item": "拿铁", "quantity": 2, "size": "large"}, "来两杯大杯拿铁")
 
     assert kept == {"item": "latte", "quantity": 2, "size": "large"} and missing == []
     assert kept_zh == {"item": "拿铁", "quantity": 2, "size": "large"} and missing_zh == []

@@ -25,7 +25,8 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run(body: str, *, stderr=subprocess.PIPE, **extra_env: str) -> str:
-    script = "from agent.logging import setup_logging, get_logger, bind_turn, unbind_turn\n" + textwrap.dedent(body)
+    header = "from agent.logging import setup_logging, get_logger, bind_turn, unbind_turn\n"
+    script = header + textwrap.dedent(body)
     done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=stderr, text=True,
                           env=env(**extra_env), timeout=RUN_TIMEOUT_S, check=False)
     assert done.returncode == 0, done.stderr

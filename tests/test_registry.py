@@ -1,10 +1,11 @@
-"""The tool registry: every call is validated before a plugin sees it, and a broken plugin never takes the car down."""
+"""The tool registry: every call is validated before a plugin sees it; a broken plugin never stops the car."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from fakes import Recorder
 from jsonschema import Draft202012Validator
 from structlog.testing import capture_logs
 
@@ -13,7 +14,6 @@ from agent.config import Config
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
 from agent.plugins.loader import ToolRegistry, load_registry
 from agent.plugins.vehicle import VehiclePlugin
-from fakes import Recorder
 
 TIMEOUT_S = 10
 SEAT_HEAT_SCHEMA = {
@@ -84,7 +84,8 @@ def test_a_valid_call_has_no_problems(registry):
         ("open_sunroof", {}, "unknown tool 'open_sunroof'"),
         ("set_seat_heating", ["driver", 2], "arguments must be an object"),
         ("set_seat_heating", {"seat": "driver", "level": "high"}, "level: 'high' is not of type 'integer'"),
-        ("set_seat_heating", {"seat": "rear", "level": 1}, "seat: 'rear' is not one of ['driver', 'passenger']"),
+        ("set_seat_heating", {"seat": "rear", "level": 1},
+         "seat: 'rear' is not one of ['driver', 'passenger']"),
         ("set_seat_heating", {"seat": "driver", "level": 5}, "level: 5 is greater than the maximum of 3"),
         ("set_seat_heating", {"seat": "driver", "level": -1}, "level: -1 is less than the minimum of 0"),
         ("set_seat_heating", {"seat": "driver", "level": 1, "massage": True},
@@ -99,7 +100,9 @@ def test_invalid_calls_are_named_in_readable_words(registry, name, arguments, pr
 
 
 async def test_an_invalid_call_never_runs_the_handler(registry, recorder, ctx):
-    result = await asyncio.wait_for(registry.call("set_seat_heating", {"seat": "driver", "level": 9}, ctx), TIMEOUT_S)
+    too_hot = {"seat": "driver", "level": 9}
+
+    result = await asyncio.wait_for(registry.call("set_seat_heating", too_hot, ctx), TIMEOUT_S)
 
     assert recorder.calls == []
     assert not result.ok
@@ -133,8 +136,8 @@ async def test_a_handler_that_raises_comes_back_as_a_readable_result(config, ctx
     registry.add_plugin(SeatHeatingPlugin(config, seat_module_offline))
 
     with capture_logs() as logs:
-        result = await asyncio.wait_for(registry.call("set_seat_heating", {"seat": "driver", "level": 1}, ctx),
-                                        TIMEOUT_S)
+        result = await asyncio.wait_for(
+            registry.call("set_seat_heating", {"seat": "driver", "level": 1}, ctx), TIMEOUT_S)
 
     assert result == ToolResult(ok=False, error="set_seat_heating failed: seat module not responding")
     assert "Traceback" not in result.error
@@ -267,7 +270,8 @@ def test_a_plugin_that_cannot_be_imported_is_skipped(config, monkeypatch):
     def missing_module():
         raise ModuleNotFoundError("No module named 'cabin_agent_weather'")
 
-    monkeypatch.setattr(loader, "discover", lambda: {"weather": missing_module, "vehicle": lambda: VehiclePlugin})
+    monkeypatch.setattr(loader, "discover",
+                        lambda: {"weather": missing_module, "vehicle": lambda: VehiclePlugin})
 
     with capture_logs() as logs:
         registry = load_registry(config)
@@ -277,7 +281,8 @@ def test_a_plugin_that_cannot_be_imported_is_skipped(config, monkeypatch):
 
 
 def test_enabled_and_disabled_lists_pick_the_plugins(monkeypatch):
-    monkeypatch.setattr(loader, "discover", lambda: {"seats": lambda: SeatHeatingPlugin, "vehicle": lambda: VehiclePlugin})
+    monkeypatch.setattr(loader, "discover",
+                        lambda: {"seats": lambda: SeatHeatingPlugin, "vehicle": lambda: VehiclePlugin})
 
     only_vehicle = load_registry(Config.model_validate({"plugins": {"enabled": ["vehicle"]}}))
     no_vehicle = load_registry(Config.model_validate({"plugins": {"disabled": ["vehicle"]}}))

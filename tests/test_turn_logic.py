@@ -1,4 +1,5 @@
-"""The turn engine with a scripted model: what reaches the car's plugins, what the driver hears, what is refused."""
+"""The turn engine with a scripted model: what reaches the car's plugins, what the driver hears, what is
+refused."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+from fakes import BrokenModel, FakeModel, OfflineMealsPlugin, Raw, RecordingVehicle
 
 import agent.turn
 from agent.config import Config
@@ -14,7 +16,6 @@ from agent.llm.prompts import line
 from agent.plugins.loader import ToolRegistry
 from agent.plugins.vehicle import VehiclePlugin
 from agent.turn import Assistant, TurnResult
-from fakes import BrokenModel, FakeModel, OfflineMealsPlugin, Raw, RecordingVehicle
 
 TURN_TIMEOUT_S = 10
 
@@ -41,6 +42,8 @@ SCRIPT = {
                     call("call_contact", name="Mom")),
     "order a latte": call("order_meal", item="latte"),
     "order two cheeseburgers": call("order_meal", item="cheeseburger", quantity=2),
+    "来一杯拿铁": call("order_meal", item="拿铁"),
+    "要不然去公司吧": call("navigate_to", destination="公司"),
     "yes": "Yes to what? Tell me what you'd like.",
     "the engine is on fire": RuntimeError("CUDA error: out of memory"),
 }
@@ -106,7 +109,8 @@ async def test_a_climate_request_reaches_the_vehicle_and_the_car_speaks_its_conf
 
     result = await say(car, "set the temperature to 21 degrees", on_text=heard.append)
 
-    assert vehicle.commands == [("set_climate", {"temperature_c": 21, "zone": "all", "fan_level": None, "ac": None})]
+    assert vehicle.commands == [
+        ("set_climate", {"temperature_c": 21, "zone": "all", "fan_level": None, "ac": None})]
     assert vehicle.climate["zones"] == {"driver": 21.0, "passenger": 21.0, "rear": 21.0}
     [record] = result.tool_calls
     assert (record.name, record.arguments, record.status, record.valid) == (
@@ -223,7 +227,8 @@ async def test_optional_arguments_nobody_said_are_dropped_and_reported(car, vehi
     assert record.arguments == {"temperature_c": 23}
     assert record.dropped_arguments == {"zone": "driver", "fan_level": 5, "ac": True}
     assert result.as_dict()["tool_calls"][0]["dropped_arguments"] == record.dropped_arguments
-    assert vehicle.commands == [("set_climate", {"temperature_c": 23, "zone": "all", "fan_level": None, "ac": None})]
+    assert vehicle.commands == [
+        ("set_climate", {"temperature_c": 23, "zone": "all", "fan_level": None, "ac": None})]
     assert vehicle.climate["fan_level"] == 2, "the fan stays where the driver left it"
 
 
@@ -270,6 +275,25 @@ async def test_a_chinese_no_cancels_the_order(car, meals):
 
     assert meals.orders == []
     assert answer.reply == line("zh", "cancelled")
+
+
+async def test_a_chinese_order_is_asked_and_confirmed_in_chinese(car, meals):
+    question = await say(car, "来一杯拿铁")
+    answer = await say(car, "好的")
+
+    assert question.reply == "豆在咖啡的1份中份拿铁，26元。要下单吗？"
+    assert [o.arguments for o in meals.orders] == [{"item": "拿铁"}]
+    assert answer.reply.startswith("已下单")
+
+
+async def test_a_chinese_new_request_that_starts_like_yes_does_not_order(car, meals, vehicle):
+    await say(car, "来一杯拿铁")
+
+    other = await say(car, "要不然去公司吧")  # "or else, go to the office"
+
+    assert meals.orders == []
+    assert [c.name for c in other.tool_calls] == ["navigate_to"]
+    assert vehicle.route["destination"] == "work"
 
 
 async def test_a_different_request_drops_the_pending_order(car, meals, vehicle):
