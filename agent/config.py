@@ -68,7 +68,8 @@ class AudioConfig(Section):
 
 
 class WakeConfig(Section):
-    engine: Literal["vosk", "pocketsphinx", "openwakeword", "none"] = "vosk"
+    # auto: the engine of the profile's default wake model for the language (pocketsphinx for en on dev, vosk on pi5).
+    engine: Literal["auto", "vosk", "pocketsphinx", "openwakeword", "none"] = "auto"
     # None: "hey cabin" (en) / "你好小车" (zh).
     phrase: str | None = None
     threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -88,7 +89,8 @@ class VadConfig(Section):
 
 
 class AsrConfig(Section):
-    engine: Literal["vosk", "whisper"] = "vosk"
+    # auto: the engine of the profile's default asr model for the language (whisper for en on dev, vosk on pi5).
+    engine: Literal["auto", "vosk", "whisper"] = "auto"
     model: str | None = None
     # Bias recognition toward what the plugins know (menu items, contacts, places, the wake phrase).
     bias_vocabulary: bool = True

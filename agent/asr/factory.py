@@ -33,6 +33,10 @@ async def load_recognizer(
 ) -> Recognizer:
     """Load the recognizer off the event loop. `options` go to the engine (e.g. mode="grammar" for vosk)."""
     engine = engine or config.asr.engine
+    if engine == "auto":  # the engine of the profile's default asr model for the language
+        from agent.voice import effective_engine
+
+        engine = effective_engine(config, "asr", language)
     directory = model_dir or asr_model_dir(config, engine, language)
     if engine == "vosk":
         from agent.asr.vosk import VoskRecognizer

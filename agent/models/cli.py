@@ -184,11 +184,21 @@ def _check_models(checks: _Checks, config) -> None:  # type: ignore[no-untyped-d
             first = status.problems()[0]
             checks.line("FAIL", "models", f"{what}: {first.location} {first.state}; run: {fix}")
     # Which model each configured engine will load; engines without model files are skipped.
+    from agent.voice import effective_engine  # "auto" engines: the profile default's engine
+
+    def engine_of(role: str) -> str | None:
+        try:
+            return effective_engine(config, role)  # type: ignore[arg-type]
+        except CabinError as err:
+            checks.line("WARN", "models", f"{role} (auto): {err.message}")
+            return None
+
+    wake_engine = engine_of("wake")
     engines = {
         "llm": "llama_cpp",
-        "asr": config.asr.engine,
+        "asr": engine_of("asr"),
         "tts": config.tts.engine,
-        "wake": config.wake.engine if config.wake.engine in ("vosk", "pocketsphinx") else None,
+        "wake": wake_engine if wake_engine in ("vosk", "pocketsphinx") else None,
         "vad": "silero" if config.vad.engine == "silero" else None,
     }
     for role, engine in engines.items():
