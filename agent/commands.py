@@ -10,6 +10,7 @@ def register(app: typer.Typer) -> None:
 
     turn_cli.register(app)
     from agent import demo; demo.register(app)  # noqa: E702
+    from agent import daemon; daemon.register(app)  # noqa: E702
     from agent import control_cli; control_cli.register(app)  # noqa: E702
     from agent import voice_cli; voice_cli.register(app)  # noqa: E702
     from agent import outbox_cli; outbox_cli.register(app)  # noqa: E702
