@@ -24,8 +24,11 @@ LLAMA_VERSION=0.3.36
 say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 
 # 1. System packages: PortAudio for sounddevice, espeak-ng (Piper's phonemes, synthetic test voices), sox.
+pkgs=(libportaudio2 espeak-ng sox libsox-fmt-all alsa-utils)
+# The tests also check the systemd unit (systemd-analyze) and the unit's W^X filter (python3-seccomp).
+[ "$DEV" = 1 ] && pkgs+=(systemd python3-seccomp)
 need=()
-for pkg in libportaudio2 espeak-ng sox libsox-fmt-all alsa-utils; do
+for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
