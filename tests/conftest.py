@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +17,17 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def store_model(model_id: str) -> Path:
+    """The verified directory of a dev-profile model from the model store (`agent.models`), under `require()`:
+    skipped locally, failed in CI when `cabin-agent models fetch <id>` has not been run."""
+    from agent.config import Config
+    from agent.errors import ModelError
+    from agent.models import open_store
+
+    try:
+        return open_store(Config()).require(model_id)
+    except ModelError as err:
+        require(False, f"model {model_id} missing: {err}")
+        raise  # unreachable: require() skipped or failed

