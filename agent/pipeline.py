@@ -363,7 +363,8 @@ class VoicePipeline:
         listening.reason = reason
         listening.record.end_reason = str(reason)
         listening.record.mark("endpoint")
-        listening.queue.put_nowait(None)
+        if self.endpointer.speech_started or reason == EndReason.MAX_LENGTH:
+            listening.queue.put_nowait(None)  # else recognition is cancelled, never run on silence
         listening.ended.set()
         self.events.publish("speech-end", turn=listening.record.index, reason=str(reason))
         if self.endpointer.speech_started:
