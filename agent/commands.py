@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
     from agent import control_cli; control_cli.register(app)  # noqa: E702
     from agent import voice_cli; voice_cli.register(app)  # noqa: E702
     from agent import outbox_cli; outbox_cli.register(app)  # noqa: E702
+    from agent import bench; bench.register(app)  # noqa: E702
     try:
         from agent.models import cli as models_cli
 
