@@ -149,6 +149,10 @@ class ProcSample:
     cpu_ticks: int
     rss_kb: int | None
     hwm_kb: int | None
+    # RSS split: anonymous memory (heap, KV cache, repacked weights) vs file pages (the mmapped GGUF,
+    # libraries); file pages are shared and reclaimable, so they say less about memory pressure.
+    anon_kb: int | None = None
+    file_kb: int | None = None
 
 
 def parse_proc_stat(text: str) -> int:
@@ -174,6 +178,8 @@ def read_proc(pid: int | str = "self") -> ProcSample:
         parse_proc_stat(stat),
         parse_proc_status(status, "VmRSS"),
         parse_proc_status(status, "VmHWM"),
+        parse_proc_status(status, "RssAnon"),
+        parse_proc_status(status, "RssFile"),
     )
 
 
@@ -197,7 +203,14 @@ def resource_summary(samples: Sequence[ProcSample]) -> dict[str, Any]:
         "rss_mb_mean": round(statistics.fmean(rss), 1) if rss else None,
         "rss_mb_max": round(max(rss), 1) if rss else None,
         "peak_rss_mb_process": round(samples[-1].hwm_kb / 1024, 1) if samples[-1].hwm_kb else None,
+        "rss_anon_mb_max": _max_mb(s.anon_kb for s in samples),
+        "rss_file_mb_max": _max_mb(s.file_kb for s in samples),
     }
+
+
+def _max_mb(values: Iterable[int | None]) -> float | None:
+    kb = [v for v in values if v is not None]
+    return round(max(kb) / 1024, 1) if kb else None
 
 
 def overhead(ours: float | None, bare: float | None, *, higher_is_better: bool) -> dict[str, Any]:
@@ -426,7 +439,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"{_fmt(idle.get('startup_to_ready_s'), 's', 2)}",
             f"- idle over {_fmt(idle.get('seconds'), 's')} of cabin noise, no wake phrase: CPU "
             f"{_fmt(idle.get('cpu_percent_one_core'), '% of one core', 1)}, RSS mean "
-            f"{_fmt(idle.get('rss_mb_mean'), 'MB')} / max {_fmt(idle.get('rss_mb_max'), 'MB')}",
+            f"{_fmt(idle.get('rss_mb_mean'), 'MB')} / max {_fmt(idle.get('rss_mb_max'), 'MB')} (of which "
+            f"anonymous {_fmt(idle.get('rss_anon_mb_max'), 'MB')}, file-backed "
+            f"{_fmt(idle.get('rss_file_mb_max'), 'MB')}: the mmapped model and libraries)",
             f"- shutdown after SIGTERM: {_fmt(idle.get('shutdown_s'), 's', 2)} "
             f"(exit {idle.get('exit_status')}); false wakes while idle: {idle.get('turns_started', '?')}",
         ]
@@ -434,7 +449,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"- during the spoken turns (bench process running the same pipeline): CPU "
             f"{_fmt(turns_res.get('cpu_percent_one_core'), '% of one core', 1)}, peak RSS "
-            f"{_fmt(turns_res.get('rss_mb_max'), 'MB')}"
+            f"{_fmt(turns_res.get('rss_mb_max'), 'MB')} "
+            f"(anonymous {_fmt(turns_res.get('rss_anon_mb_max'), 'MB')})"
         )
 
     ev = report.get("understanding", {})
