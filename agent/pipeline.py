@@ -174,6 +174,7 @@ class VoicePipeline:
         self._pending_announcements: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._playbacks = 0
+        self._recent: collections.deque[tuple[float, AudioChunk]] = collections.deque(maxlen=100)  # ~3 s
         self._wake_phrase = re.compile(
             r"^\W*" + r"\W+".join(re.escape(w) for w in config.wake_phrase.lower().split()) + r"\b[\s,.!?]*",
             re.IGNORECASE,
@@ -298,6 +299,7 @@ class VoicePipeline:
 
     async def _on_chunk(self, chunk: AudioChunk) -> None:
         started = time.perf_counter()
+        self._recent.append((now_ms(), chunk))
         state = self.state.value
         if self.health_beat is not None:
             self.health_beat()
@@ -406,9 +408,14 @@ class VoicePipeline:
                 return
             text = await asyncio.wait_for(recognition, RECOGNITION_TIMEOUT_S)
             record.mark("transcript_final")
-            text = self._strip_wake_phrase(text)
+            heard, text = text, self._strip_wake_phrase(text)
             record.transcript = text
             self.events.publish("transcript-final", turn=record.index, text=text)
+            if heard and not text:
+                # Only the wake phrase, heard by recognition (the follow-up window took "hey cabin" as speech,
+                # then the endpoint came in the pause before the request): listen again for the request.
+                record.outcome = "wake-only"
+                return
             if not usable(text):
                 if record.trigger == "follow-up":
                     record.outcome = "ignored"  # cabin sound in the follow-up window, not a request
@@ -436,13 +443,20 @@ class VoicePipeline:
                 with contextlib.suppress(BaseException):
                     await recognition
             record.mark("done")
-            self.records.append(record)
-            self.events.publish("turn-record", **record.as_dict())
-            log.info("turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms())
+            if record.outcome != "wake-only":
+                self.records.append(record)
+                self.events.publish("turn-record", **record.as_dict())
+                log.info("turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms())
             if asyncio.current_task() is self._active:
                 self._active = None
                 self.detector.set_speaking(False)
                 self._set_state(State.IDLE)
+                if record.outcome == "wake-only":
+                    # The request may have begun while we recognised the wake phrase: it is in the recent audio.
+                    since = record.marks.get("endpoint", now_ms())
+                    preroll = tuple(c for at, c in self._recent if at > since)
+                    self._turns -= 1  # the same request, not a new turn
+                    await self._on_detection(Detection(self.config.wake_phrase, "asr", now_ms(), preroll=preroll))
 
     async def _recognize(self, listening: _Listening) -> str:
         async def chunks() -> AsyncIterator[AudioChunk]:

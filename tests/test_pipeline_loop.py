@@ -35,8 +35,10 @@ class FakeAssistant(Assistant):
     """The real Assistant with the model replaced by a script: replies stream word by word, slowly if asked."""
 
     def __init__(self, config: Config, *, reply: str = "Temperature set to 21 degrees. Anything else?",
-                 token_delay_s: float = 0.0, awaiting: bool = False, events: EventBus | None = None) -> None:
+                 token_delay_s: float = 0.0, awaiting: bool = False, events: EventBus | None = None,
+                 replies: Sequence[str] = ()) -> None:
         self.config = config
+        self.replies = list(replies)  # one per call, then `reply`
         self.registry = ToolRegistry()
         self.events = events or EventBus()
         self.reply = reply
@@ -49,8 +51,9 @@ class FakeAssistant(Assistant):
     async def turn(self, text: str, *, on_text: Any = None, timings: TurnTimings | None = None) -> TurnResult:
         self.calls.append(text)
         timings = timings or TurnTimings()
+        reply = self.replies.pop(0) if self.replies else self.reply
         try:
-            words = self.reply.split(" ")
+            words = reply.split(" ")
             for i, word in enumerate(words):
                 await asyncio.sleep(self.token_delay_s)
                 timings.mark("first_token")
@@ -62,7 +65,7 @@ class FakeAssistant(Assistant):
         timings.mark("tool_done")
         return TurnResult("t" + str(len(self.calls)), text, "en",
                           [ToolCallRecord("set_climate", {"temperature_c": 21}, {"ok": True})],
-                          self.reply, timings.as_dict(), awaiting_confirmation=self.awaiting)
+                          reply, timings.as_dict(), awaiting_confirmation=self.awaiting)
 
     async def close(self) -> None:
         pass
@@ -258,7 +261,7 @@ async def test_wake_then_no_speech_gives_up_quietly(tmp_path: Path) -> None:
     assert not list((tmp_path / "out").glob("*.wav"))
 
 
-@pytest.mark.parametrize("heard", ["", "uh", "[BLANK_AUDIO]", "hey cabin"])
+@pytest.mark.parametrize("heard", ["", "uh", "[BLANK_AUDIO]", "(engine humming)"])
 async def test_unusable_transcript_says_not_caught_without_a_model_call(tmp_path: Path, heard: str) -> None:
     mic = ScriptedMic(silence(0.3), voiced(1.0), silence(1.0))
     pipeline = make_pipeline(tmp_path, mic, texts=[heard])
@@ -375,3 +378,24 @@ async def test_source_end_finishes_the_request_in_progress(tmp_path: Path) -> No
     await asyncio.wait_for(pipeline.run(), timeout=20)
     assert pipeline.records[-1].outcome == "replied" and pipeline.records[-1].end_reason == "source-ended"
     assert pipeline.state == State.IDLE
+
+
+async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_request(tmp_path: Path) -> None:
+    config_wake = WakeConfig(engine="none", follow_up_seconds=4.0)
+    mic = ScriptedMic(silence(0.3), voiced(1.0), silence(1.0), tail_seconds=10)
+    pipeline = make_pipeline(tmp_path, mic, texts=["order a pizza", "Hey cabin.", "play some jazz"], wake=config_wake)
+    task = await run_until(pipeline, lambda: True)
+    await asyncio.sleep(0.05)
+    pipeline.push_to_talk()
+    async with asyncio.timeout(20):
+        while not pipeline.records:
+            await asyncio.sleep(0.02)
+    # "Hey cabin" … pause longer than silence_ms … "play some jazz"
+    mic.insert(np.concatenate([silence(0.3), voiced(0.6, seed=5), silence(0.5), voiced(1.0, seed=6), silence(0.8)]))
+    async with asyncio.timeout(20):
+        while len(pipeline.records) < 2:
+            await asyncio.sleep(0.02)
+    await stop(task)
+    second = pipeline.records[1]
+    assert second.index == 2 and second.trigger == "wake" and second.transcript == "play some jazz"
+    assert pipeline.assistant.calls == ["order a pizza", "play some jazz"]
