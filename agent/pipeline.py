@@ -173,6 +173,7 @@ class VoicePipeline:
         self._active_record: TurnRecord | None = None
         self._pending_announcements: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._announcement_reader: asyncio.Task[None] | None = None
         self._playbacks = 0
         self._recent: collections.deque[tuple[float, AudioChunk]] = collections.deque(maxlen=100)  # ~3 s
         self._wake_phrase = re.compile(
@@ -243,7 +244,7 @@ class VoicePipeline:
                      "real_time_factor": round(stats.real_time_factor, 3), "max_lag_ms": round(stats.max_lag_ms, 1)},
             "asr": getattr(self.recognizer, "name", "?"),
             "audio_lag": {state: s.as_dict() for state, s in self.lag.items()},
-            "last_turns": [r.as_dict() for r in list(self.records)[-last:]],
+            "last_turns": [r.as_dict() for r in list(self.records)[-last:]] if last > 0 else [],
         }
 
     def latency_records(self) -> list[dict[str, Any]]:
@@ -256,8 +257,10 @@ class VoicePipeline:
         """Read the source until cancelled; if the source ends, finish the request in progress and return."""
         self.detector.push_to_talk.bind_loop()
         self._set_state(State.IDLE)
-        if self.announcements is not None:
-            self._own(self._read_announcements(self.announcements), "announcements")
+        if self.announcements is not None and (self._announcement_reader is None or self._announcement_reader.done()):
+            # Outlives run(): the daemon restarts run() after a failure, and the outbox's stream must keep flowing.
+            self._announcement_reader = asyncio.create_task(self._read_announcements(self.announcements),
+                                                            name="pipeline-announcements")
         if self.health_beat is not None and hasattr(self.source, "connected"):
             self._own(self._beat_while_reconnecting(), "reconnect-beat")
         stream = self.source.stream() if hasattr(self.source, "stream") else aiter(self.source)
@@ -287,6 +290,10 @@ class VoicePipeline:
 
     async def aclose(self) -> None:
         """Release the stages (wake worker, recognizer and voice threads)."""
+        reader, self._announcement_reader = self._announcement_reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=INTERRUPT_TIMEOUT_S)
         self.detector.close()
         await self.recognizer.aclose()
         await self.tts.aclose()

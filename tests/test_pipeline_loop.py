@@ -364,6 +364,7 @@ async def test_announcement_waits_for_idle_and_is_never_spoken_over_a_reply(tmp_
         while not any(e.type == "announcement-spoken" for e in seen):
             await asyncio.sleep(0.02)
     await stop(task)
+    await asyncio.wait_for(pipeline.aclose(), timeout=5)
     reader.cancel()
     assert pipeline.tts.spoken[-1] == "Your pizza order was placed."
     order = [e.type for e in seen if e.type in ("turn-record", "announcement-spoken")]
