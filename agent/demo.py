@@ -259,7 +259,8 @@ def print_record(record: dict[str, Any], wav: Path | None, out: Any = sys.stdout
 
 
 async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_json: bool = False,
-                       drive: list[tuple[str, str, bool]] | None = None) -> dict[str, Any]:
+                       drive: list[tuple[str, str, bool]] | None = None, assistant: Any = None) -> dict[str, Any]:
+    """Run the drive; `assistant` replaces the local model's (tests). Returns the turn records and a summary."""
     from agent.audio.sinks import WavSink
     from agent.events import EventBus
     from agent.pipeline import State, VoicePipeline
@@ -276,7 +277,10 @@ async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_jso
     synth_s = time.monotonic() - t0
 
     events = EventBus()
-    assistant = await build_assistant(config, events=events)
+    if assistant is None:
+        assistant = await build_assistant(config, events=events)
+    else:
+        assistant.events = events
     holder: dict[str, VoicePipeline] = {}
 
     def ready(gate: str) -> bool:
@@ -294,7 +298,8 @@ async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_jso
     if not as_json:
         print(f"simulated drive: {len(drive)} requests, wake '{config.wake_phrase}' "
               f"({pipeline.detector.engine.name if pipeline.detector.engine else 'push-to-talk'}), "
-              f"asr {pipeline.recognizer.name}, model {assistant.model.model_id}, speed {speed:g}x; "
+              f"asr {pipeline.recognizer.name}, model {getattr(getattr(assistant, 'model', None), 'model_id', '?')}, "
+              f"speed {speed:g}x; "
               f"speech ready in {synth_s:.1f} s, models in {load_s:.1f} s", file=sys.stderr)
 
     printed: list[dict[str, Any]] = []
