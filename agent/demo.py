@@ -72,8 +72,12 @@ def _to_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
 def espeak(text: str, voice: str = "en-us+m3", speed_wpm: int = 150) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "say.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(out), text], check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-w", str(out), text],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         pcm, rate = _wav_int16(out)
     return _to_16k(pcm, rate)
 
@@ -134,8 +138,17 @@ class Segment:
     gate: str = "idle"
 
 
-def request_segment(voices: Voices, voice: str, text: str, *, wake: bool, wake_phrase: str = "hey cabin",
-                    lead_seconds: float = 1.0, gap_seconds: float = 0.6, tail_seconds: float = 1.2) -> Segment:
+def request_segment(
+    voices: Voices,
+    voice: str,
+    text: str,
+    *,
+    wake: bool,
+    wake_phrase: str = "hey cabin",
+    lead_seconds: float = 1.0,
+    gap_seconds: float = 0.6,
+    tail_seconds: float = 1.2,
+) -> Segment:
     parts = [silence(lead_seconds)]
     if wake:
         parts += [voices.say("piper", wake_phrase), silence(gap_seconds)]
@@ -153,9 +166,18 @@ class CabinMic:
     driver waits for the car. `fed` keeps everything it played (the cabin recording).
     """
 
-    def __init__(self, segments: list[Segment], *, ready: Callable[[str], bool], speed: float = 1.0,
-                 block_ms: int = 30, seed: int = 2, max_wait_seconds: float = 90.0,
-                 tail_seconds: float = 2.0, turns: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        segments: list[Segment],
+        *,
+        ready: Callable[[str], bool],
+        speed: float = 1.0,
+        block_ms: int = 30,
+        seed: int = 2,
+        max_wait_seconds: float = 90.0,
+        tail_seconds: float = 2.0,
+        turns: Callable[[], int] | None = None,
+    ) -> None:
         from agent.audio.noise import road_noise
 
         self.segments = segments
@@ -240,26 +262,42 @@ class CabinMic:
 
 
 def _fmt_latency(lat: dict[str, float]) -> str:
-    labels = (("transcript_final", "transcript"), ("first_token", "first token"), ("tool_done", "tool done"),
-              ("first_audio", "first audio"))
+    labels = (
+        ("transcript_final", "transcript"),
+        ("first_token", "first token"),
+        ("tool_done", "tool done"),
+        ("first_audio", "first audio"),
+    )
     parts = [f"{label} +{lat[key]:.0f}" for key, label in labels if key in lat]
     return "end of speech → " + " → ".join(parts) + " ms" if parts else "(no latency: no speech end)"
 
 
 def print_record(record: dict[str, Any], wav: Path | None, out: Any = sys.stdout) -> None:
-    print(f"\n— turn {record['index']} ({record['trigger']}{', barge-in' if record['barge_in'] else ''}) —", file=out)
+    print(
+        f"\n— turn {record['index']} ({record['trigger']}{', barge-in' if record['barge_in'] else ''}) —",
+        file=out,
+    )
     print(f"heard  › {record['transcript'] if record['transcript'] is not None else '(nothing)'}", file=out)
     for call in record["tool_calls"]:
-        print(f"tool   › {call['name']} {json.dumps(call['arguments'], ensure_ascii=False)}  [{call['status']}]",
-              file=out)
+        print(
+            f"tool   › {call['name']} {json.dumps(call['arguments'], ensure_ascii=False)}  [{call['status']}]",
+            file=out,
+        )
     print(f"car    › {record['reply'] or '(silent: ' + record['outcome'] + ')'}", file=out)
     print(f"         {_fmt_latency(record['latency_ms'])}", file=out)
     if wav is not None:
         print(f"         reply audio: {wav}", file=out)
 
 
-async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_json: bool = False,
-                       drive: list[tuple[str, str, bool]] | None = None, assistant: Any = None) -> dict[str, Any]:
+async def spoken_drive(
+    config: Any,
+    out_dir: Path,
+    *,
+    speed: float = 1.0,
+    as_json: bool = False,
+    drive: list[tuple[str, str, bool]] | None = None,
+    assistant: Any = None,
+) -> dict[str, Any]:
     """Run the drive; `assistant` replaces the local model's (tests). Returns the turn records and a summary."""
     from agent.audio.sinks import WavSink
     from agent.events import EventBus
@@ -273,7 +311,10 @@ async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_jso
     t0 = time.monotonic()
     voices = Voices(config)
     segments = await asyncio.to_thread(
-        lambda: [request_segment(voices, v, text, wake=w, wake_phrase=config.wake_phrase) for v, text, w in drive])
+        lambda: [
+            request_segment(voices, v, text, wake=w, wake_phrase=config.wake_phrase) for v, text, w in drive
+        ]
+    )
     synth_s = time.monotonic() - t0
 
     events = EventBus()
@@ -290,17 +331,22 @@ async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_jso
         in_follow_up = pipeline.detector.in_follow_up
         return in_follow_up if gate == "follow-up" else not in_follow_up
 
-    mic = CabinMic(segments, ready=ready, speed=speed, turns=lambda: holder["p"]._turns if "p" in holder else 0)
+    mic = CabinMic(
+        segments, ready=ready, speed=speed, turns=lambda: holder["p"]._turns if "p" in holder else 0
+    )
     sink = WavSink(out_dir / ".playback", name_pattern="playback{index:03d}.wav")
     pipeline = await VoicePipeline.from_config(config, assistant, mic, sink, events=events)
     holder["p"] = pipeline
     load_s = time.monotonic() - t0 - synth_s
     if not as_json:
-        print(f"simulated drive: {len(drive)} requests, wake '{config.wake_phrase}' "
-              f"({pipeline.detector.engine.name if pipeline.detector.engine else 'push-to-talk'}), "
-              f"asr {pipeline.recognizer.name}, model {getattr(getattr(assistant, 'model', None), 'model_id', '?')}, "
-              f"speed {speed:g}x; "
-              f"speech ready in {synth_s:.1f} s, models in {load_s:.1f} s", file=sys.stderr)
+        print(
+            f"simulated drive: {len(drive)} requests, wake '{config.wake_phrase}' "
+            f"({pipeline.detector.engine.name if pipeline.detector.engine else 'push-to-talk'}), "
+            f"asr {pipeline.recognizer.name}, model {getattr(getattr(assistant, 'model', None), 'model_id', '?')}, "
+            f"speed {speed:g}x; "
+            f"speech ready in {synth_s:.1f} s, models in {load_s:.1f} s",
+            file=sys.stderr,
+        )
 
     printed: list[dict[str, Any]] = []
 
@@ -335,8 +381,11 @@ async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_jso
     mic.write(out_dir / "cabin-mic.wav")
     for leftover in (out_dir / ".playback").glob("*.wav"):
         leftover.unlink()
-    with_audio = [r["latency_ms"]["first_audio"] for r in printed
-                  if r["outcome"] == "replied" and "first_audio" in r.get("latency_ms", {})]
+    with_audio = [
+        r["latency_ms"]["first_audio"]
+        for r in printed
+        if r["outcome"] == "replied" and "first_audio" in r.get("latency_ms", {})
+    ]
     summary = {
         "turns": len(printed),
         "replied": sum(r["outcome"] == "replied" for r in printed),
@@ -353,10 +402,12 @@ async def spoken_drive(config: Any, out_dir: Path, *, speed: float = 1.0, as_jso
         print(json.dumps({"summary": summary}, ensure_ascii=False))
     else:
         median = summary["median_speech_end_to_first_audio_ms"]
-        print(f"\n{summary['replied']}/{len(drive)} requests answered, {summary['tool_calls']} tool calls; "
-              f"median end of speech → first audio {median if median is not None else '—'} ms "
-              f"(includes the {config.vad.silence_ms} ms endpoint silence); "
-              f"replies in {out_dir}/, cabin recording {summary['cabin_recording']}; {summary['wall_seconds']} s")
+        print(
+            f"\n{summary['replied']}/{len(drive)} requests answered, {summary['tool_calls']} tool calls; "
+            f"median end of speech → first audio {median if median is not None else '—'} ms "
+            f"(includes the {config.vad.silence_ms} ms endpoint silence); "
+            f"replies in {out_dir}/, cabin recording {summary['cabin_recording']}; {summary['wall_seconds']} s"
+        )
     return {"records": printed, "summary": summary}
 
 
@@ -365,10 +416,21 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        out: Annotated[Path, typer.Option("--out", help="Where the car's spoken replies are written.")] = Path("demo-out"),
-        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per turn, then a summary.")] = False,
-        speed: Annotated[float, typer.Option("--speed", min=0.25, max=8.0,
-                                             help="Feed the cabin audio this many times faster than real time.")] = 1.0,
+        out: Annotated[
+            Path, typer.Option("--out", help="Where the car's spoken replies are written.")
+        ] = Path("demo-out"),
+        as_json: Annotated[
+            bool, typer.Option("--json", help="One JSON object per turn, then a summary.")
+        ] = False,
+        speed: Annotated[
+            float,
+            typer.Option(
+                "--speed",
+                min=0.25,
+                max=8.0,
+                help="Feed the cabin audio this many times faster than real time.",
+            ),
+        ] = 1.0,
     ) -> None:
         """A simulated spoken drive through the real voice loop on the embedded defaults (no microphone needed)."""
         config = get_config()

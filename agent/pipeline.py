@@ -22,7 +22,7 @@ from typing import Any
 from agent.asr.base import Recognizer, usable
 from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import AudioSink
-from agent.audio.vad import EndReason, Endpointer
+from agent.audio.vad import Endpointer, EndReason
 from agent.config import Config
 from agent.events import EventBus, TurnTimings, now_ms
 from agent.llm.prompts import line
@@ -38,8 +38,18 @@ RECOGNITION_TIMEOUT_S = 30.0
 TURN_TIMEOUT_S = 120.0
 INTERRUPT_TIMEOUT_S = 3.0
 # Marks of a turn, in the order they happen; latency is reported from `speech_end` to each later one.
-MARKS = ("wake_detected", "listening", "speech_start", "speech_end", "endpoint", "transcript_final",
-         "first_token", "tool_done", "first_audio", "done")
+MARKS = (
+    "wake_detected",
+    "listening",
+    "speech_start",
+    "speech_end",
+    "endpoint",
+    "transcript_final",
+    "first_token",
+    "tool_done",
+    "first_audio",
+    "done",
+)
 
 
 class State(StrEnum):
@@ -127,8 +137,12 @@ class LagStats:
         self.max_handle_ms = max(self.max_handle_ms, handle_ms)
 
     def as_dict(self) -> dict[str, float]:
-        return {"chunks": self.chunks, "mean_lag_ms": round(self.total_ms / self.chunks, 1) if self.chunks else 0.0,
-                "max_lag_ms": round(self.max_ms, 1), "max_handle_ms": round(self.max_handle_ms, 1)}
+        return {
+            "chunks": self.chunks,
+            "mean_lag_ms": round(self.total_ms / self.chunks, 1) if self.chunks else 0.0,
+            "max_lag_ms": round(self.max_ms, 1),
+            "max_handle_ms": round(self.max_handle_ms, 1),
+        }
 
 
 class VoicePipeline:
@@ -201,9 +215,19 @@ class VoicePipeline:
         from agent.voice import build_stages
 
         stages = await build_stages(config, getattr(assistant, "registry", None))
-        return cls(stages.config, assistant, source, sink, detector=stages.detector, endpointer=stages.endpointer,
-                   recognizer=stages.recognizer, tts=stages.tts, events=events, announcements=announcements,
-                   health_beat=health_beat)
+        return cls(
+            stages.config,
+            assistant,
+            source,
+            sink,
+            detector=stages.detector,
+            endpointer=stages.endpointer,
+            recognizer=stages.recognizer,
+            tts=stages.tts,
+            events=events,
+            announcements=announcements,
+            health_beat=health_beat,
+        )
 
     # ------------------------------------------------------------------ control (daemon, control socket)
 
@@ -238,10 +262,15 @@ class VoicePipeline:
             "turns": self._turns,
             "follow_up_open": self.detector.in_follow_up,
             "pending_announcements": len(self._pending_announcements),
-            "wake": {"engine": getattr(self.detector.engine, "name", "push-to-talk"),
-                     "phrase": self.config.wake_phrase, "barge_in": self.config.wake.barge_in,
-                     "detections": stats.detections, "suppressed": stats.suppressed,
-                     "real_time_factor": round(stats.real_time_factor, 3), "max_lag_ms": round(stats.max_lag_ms, 1)},
+            "wake": {
+                "engine": getattr(self.detector.engine, "name", "push-to-talk"),
+                "phrase": self.config.wake_phrase,
+                "barge_in": self.config.wake.barge_in,
+                "detections": stats.detections,
+                "suppressed": stats.suppressed,
+                "real_time_factor": round(stats.real_time_factor, 3),
+                "max_lag_ms": round(stats.max_lag_ms, 1),
+            },
             "asr": getattr(self.recognizer, "name", "?"),
             "audio_lag": {state: s.as_dict() for state, s in self.lag.items()},
             "last_turns": [r.as_dict() for r in list(self.records)[-last:]] if last > 0 else [],
@@ -257,10 +286,13 @@ class VoicePipeline:
         """Read the source until cancelled; if the source ends, finish the request in progress and return."""
         self.detector.push_to_talk.bind_loop()
         self._set_state(State.IDLE)
-        if self.announcements is not None and (self._announcement_reader is None or self._announcement_reader.done()):
+        if self.announcements is not None and (
+            self._announcement_reader is None or self._announcement_reader.done()
+        ):
             # Outlives run(): the daemon restarts run() after a failure, and the outbox's stream must keep flowing.
-            self._announcement_reader = asyncio.create_task(self._read_announcements(self.announcements),
-                                                            name="pipeline-announcements")
+            self._announcement_reader = asyncio.create_task(
+                self._read_announcements(self.announcements), name="pipeline-announcements"
+            )
         if self.health_beat is not None and hasattr(self.source, "connected"):
             self._own(self._beat_while_reconnecting(), "reconnect-beat")
         stream = self.source.stream() if hasattr(self.source, "stream") else aiter(self.source)
@@ -316,8 +348,12 @@ class VoicePipeline:
             # Already listening: a button press now means nothing more.
             self.detector.push_to_talk.consume()
         else:
-            if (self.state == State.IDLE and self._active is None and self._pending_announcements
-                    and not self.detector.in_follow_up):
+            if (
+                self.state == State.IDLE
+                and self._active is None
+                and self._pending_announcements
+                and not self.detector.in_follow_up
+            ):
                 self._start_announcement()
             detection = await self.detector.feed(chunk)
             if detection is not None:
@@ -348,12 +384,18 @@ class VoicePipeline:
             self.events.publish("barge-in", source=detection.source, state=self.state.value)
             await self._interrupt("barge-in")
         self._turns += 1
-        record = TurnRecord(self._turns, detection.source if detection.source != "engine" else "wake",
-                            barge_in=barge_in)
+        record = TurnRecord(
+            self._turns, detection.source if detection.source != "engine" else "wake", barge_in=barge_in
+        )
         record.mark("wake_detected", detection.timestamp_ms or now_ms())
         record.mark("listening")
-        self.events.publish("wake-detected", source=detection.source, engine=detection.engine,
-                            turn=record.index, barge_in=barge_in)
+        self.events.publish(
+            "wake-detected",
+            source=detection.source,
+            engine=detection.engine,
+            turn=record.index,
+            barge_in=barge_in,
+        )
         self.endpointer.reset()
         listening = _Listening(record)
         self._listening = listening
@@ -453,7 +495,9 @@ class VoicePipeline:
             if record.outcome != "wake-only":
                 self.records.append(record)
                 self.events.publish("turn-record", **record.as_dict())
-                log.info("turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms())
+                log.info(
+                    "turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms()
+                )
             if asyncio.current_task() is self._active:
                 self._active = None
                 self.detector.set_speaking(False)
@@ -463,7 +507,9 @@ class VoicePipeline:
                     since = record.marks.get("endpoint", now_ms())
                     preroll = tuple(c for at, c in self._recent if at > since)
                     self._turns -= 1  # the same request, not a new turn
-                    await self._on_detection(Detection(self.config.wake_phrase, "asr", now_ms(), preroll=preroll))
+                    await self._on_detection(
+                        Detection(self.config.wake_phrase, "asr", now_ms(), preroll=preroll)
+                    )
 
     async def _recognize(self, listening: _Listening) -> str:
         async def chunks() -> AsyncIterator[AudioChunk]:
@@ -479,7 +525,7 @@ class VoicePipeline:
         return final.strip()
 
     def _strip_wake_phrase(self, text: str) -> str:
-        """"Hey cabin, play jazz" heard in the follow-up window (or a slow wake) is a request for jazz."""
+        """ "Hey cabin, play jazz" heard in the follow-up window (or a slow wake) is a request for jazz."""
         return self._wake_phrase.sub("", text, count=1).strip()
 
     async def _reply(self, record: TurnRecord, text: str) -> None:
@@ -489,7 +535,8 @@ class VoicePipeline:
         async def turn() -> Any:
             try:
                 return await asyncio.wait_for(
-                    self.assistant.turn(text, on_text=deltas.put_nowait, timings=timings), TURN_TIMEOUT_S)
+                    self.assistant.turn(text, on_text=deltas.put_nowait, timings=timings), TURN_TIMEOUT_S
+                )
             finally:
                 deltas.put_nowait(None)
 
@@ -572,7 +619,9 @@ class VoicePipeline:
             log.warning("announcement-failed", error=str(err), id=item.get("id"))
         finally:
             # Interrupted or failed: not spoken, the daemon keeps it (outbox.mark_announced only on success).
-            self.events.publish("announcement-spoken" if spoken else "announcement-interrupted", id=item.get("id"))
+            self.events.publish(
+                "announcement-spoken" if spoken else "announcement-interrupted", id=item.get("id")
+            )
             if asyncio.current_task() is self._active:
                 self._active = None
                 self._set_state(State.IDLE)

@@ -43,13 +43,20 @@ def effective_engine(config: Config, role: Literal["asr", "wake"], language: str
         engine = manifest.model(resolve(config, role, language, manifest=manifest)).engine
     except ModelError:
         if role == "wake":
-            log.warning("wake-auto-none", profile=config.models.profile, language=language or config.language,
-                        using="push-to-talk only")
+            log.warning(
+                "wake-auto-none",
+                profile=config.models.profile,
+                language=language or config.language,
+                using="push-to-talk only",
+            )
             return "none"
         raise
     if engine not in _ENGINES[role]:
-        raise ModelError(f"{role}.engine: auto picked a {engine} model, which no {role} engine loads; "
-                         f"set {role}.engine", code="model-unresolved", role=role)
+        raise ModelError(
+            f"{role}.engine: auto picked a {engine} model, which no {role} engine loads; set {role}.engine",
+            code="model-unresolved",
+            role=role,
+        )
     return engine
 
 
@@ -57,10 +64,12 @@ def resolved_config(config: Config, language: str | None = None) -> Config:
     """The config with "auto" engines replaced by the ones that will run (stage factories expect concrete names)."""
     asr = effective_engine(config, "asr", language)
     wake = effective_engine(config, "wake", language)
-    return config.model_copy(update={
-        "asr": config.asr.model_copy(update={"engine": asr}),
-        "wake": config.wake.model_copy(update={"engine": wake}),
-    })
+    return config.model_copy(
+        update={
+            "asr": config.asr.model_copy(update={"engine": asr}),
+            "wake": config.wake.model_copy(update={"engine": wake}),
+        }
+    )
 
 
 def bias_vocabulary(config: Config, registry: Any | None) -> list[str]:
@@ -108,8 +117,9 @@ async def load_recognizer(config: Config, vocabulary: Sequence[str] = ()) -> Rec
     return recognizer
 
 
-async def build_stages(config: Config, registry: Any | None = None, *,
-                       push_to_talk: PushToTalk | None = None) -> VoiceStages:
+async def build_stages(
+    config: Config, registry: Any | None = None, *, push_to_talk: PushToTalk | None = None
+) -> VoiceStages:
     """Load every voice stage the config names, models from the store. `registry` biases recognition."""
     from agent.tts.factory import load_synthesizer
 
@@ -120,8 +130,13 @@ async def build_stages(config: Config, registry: Any | None = None, *,
     recognizer = await load_recognizer(concrete, bias_vocabulary(concrete, registry))
     # One onnxruntime thread: speech is synthesised while the model generates on the other core.
     tts = await load_synthesizer(concrete, threads=1)
-    log.info("voice-stages", wake=concrete.wake.engine, asr=concrete.asr.engine, vad=endpointer.vad.name,
-             tts=tts.name)
+    log.info(
+        "voice-stages",
+        wake=concrete.wake.engine,
+        asr=concrete.asr.engine,
+        vad=endpointer.vad.name,
+        tts=tts.name,
+    )
     return VoiceStages(detector, endpointer, recognizer, tts, concrete)
 
 
@@ -144,7 +159,9 @@ async def transcribe_file(config: Config, path: str | Path) -> str:
     recognizer = await load_recognizer(config, bias_vocabulary(config, registry))
     try:
         final = ""
-        async for transcript in recognizer.transcribe(_iterate(split_blocks(audio, block_samples(16000, 30)))):
+        async for transcript in recognizer.transcribe(
+            _iterate(split_blocks(audio, block_samples(16000, 30)))
+        ):
             if transcript.is_final:
                 final = transcript.text
         return final.strip()

@@ -10,10 +10,10 @@ import wave
 from pathlib import Path
 
 import pytest
+from conftest import require
 from test_pipeline_loop import FakeAssistant
 
 from agent.config import Config
-from conftest import require
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -29,13 +29,18 @@ async def test_demo_drive_through_the_pipeline(tmp_path: Path, capsys: pytest.Ca
         model_path(config, "asr", "en", engine="whisper")
     except Exception as err:  # noqa: BLE001
         require(False, f"voice models missing: {err}")
-    drive = [("piper", "play some jazz", True), ("espeak", "order a large pepperoni pizza", True),
-             ("espeak", "yes", False)]
-    assistant = FakeAssistant(config, replies=["Playing jazz.", "A large pepperoni pizza, 89 yuan. Shall I order it?",
-                                               "Ordered."])
+    drive = [
+        ("piper", "play some jazz", True),
+        ("espeak", "order a large pepperoni pizza", True),
+        ("espeak", "yes", False),
+    ]
+    assistant = FakeAssistant(
+        config, replies=["Playing jazz.", "A large pepperoni pizza, 89 yuan. Shall I order it?", "Ordered."]
+    )
     out = tmp_path / "demo-out"
-    result = await asyncio.wait_for(spoken_drive(config, out, speed=2.0, as_json=True, drive=drive,
-                                                 assistant=assistant), timeout=180)
+    result = await asyncio.wait_for(
+        spoken_drive(config, out, speed=2.0, as_json=True, drive=drive, assistant=assistant), timeout=180
+    )
     records = result["records"]
     assert [r["outcome"] for r in records] == ["replied"] * 3, records
     assert [r["trigger"] for r in records] == ["wake", "wake", "follow-up"]

@@ -19,19 +19,24 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import require
 
 from agent.audio.fakecard import FakeCard
 from agent.audio.noise import road_noise
 from agent.config import Config
-from conftest import require
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 RATE = 16000
 ROOT = Path(__file__).resolve().parents[1]
-HAS_PORTAUDIO = any(Path(p).exists() for p in ("/usr/lib/x86_64-linux-gnu/libportaudio.so.2",
-                                               "/usr/lib/aarch64-linux-gnu/libportaudio.so.2",
-                                               "/usr/lib/libportaudio.so.2"))
+HAS_PORTAUDIO = any(
+    Path(p).exists()
+    for p in (
+        "/usr/lib/x86_64-linux-gnu/libportaudio.so.2",
+        "/usr/lib/aarch64-linux-gnu/libportaudio.so.2",
+        "/usr/lib/libportaudio.so.2",
+    )
+)
 SNR_DB = 20.0
 
 
@@ -62,7 +67,9 @@ def cabin(*parts: np.ndarray, seed: int = 3) -> np.ndarray:
     """Speech parts in road noise at SNR_DB below the speech level the demo uses (-22 dBFS)."""
     clean = np.concatenate(parts).astype(np.float32)
     level = 32768 * 10 ** ((-22.0 - SNR_DB) / 20)
-    return np.clip(np.round(clean + road_noise(len(clean) / RATE, seed=seed) * level), -32768, 32767).astype(np.int16)
+    return np.clip(np.round(clean + road_noise(len(clean) / RATE, seed=seed) * level), -32768, 32767).astype(
+        np.int16
+    )
 
 
 def gap(seconds: float) -> np.ndarray:
@@ -140,24 +147,50 @@ asyncio.run(main())
 """
 
 
-def run_daemon(card: FakeCard, *, records: int, real_model: bool = False, reply: str = "Done.",
-               replies: tuple[str, ...] = (),
-               token_delay_s: float = 0.0, config: dict[str, Any] | None = None, unplug_after_first: bool = False,
-               timeout: float = 60.0, linger_s: float = 0.0) -> dict[str, Any]:
-    spec = {"config": config or {}, "real_model": real_model, "reply": reply, "replies": list(replies),
-            "token_delay_s": token_delay_s,
-            "records": records, "unplug_after_first": unplug_after_first, "card": str(card.directory),
-            "timeout": timeout, "linger_s": linger_s}
+def run_daemon(
+    card: FakeCard,
+    *,
+    records: int,
+    real_model: bool = False,
+    reply: str = "Done.",
+    replies: tuple[str, ...] = (),
+    token_delay_s: float = 0.0,
+    config: dict[str, Any] | None = None,
+    unplug_after_first: bool = False,
+    timeout: float = 60.0,
+    linger_s: float = 0.0,
+) -> dict[str, Any]:
+    spec = {
+        "config": config or {},
+        "real_model": real_model,
+        "reply": reply,
+        "replies": list(replies),
+        "token_delay_s": token_delay_s,
+        "records": records,
+        "unplug_after_first": unplug_after_first,
+        "card": str(card.directory),
+        "timeout": timeout,
+        "linger_s": linger_s,
+    }
     code = textwrap.dedent(CHILD).format(spec=json.dumps(spec))
-    proc = subprocess.run([sys.executable, "-c", code], env=card.env(), capture_output=True, text=True,
-                          timeout=timeout + 150, cwd=str(ROOT))
-    assert proc.returncode == 0, f"daemon side failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=card.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 150,
+        cwd=str(ROOT),
+    )
+    assert proc.returncode == 0, (
+        f"daemon side failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    )
     line = [x for x in proc.stdout.splitlines() if x.startswith('{"records"')][-1]
     result = json.loads(line)
     result["log"] = proc.stdout + proc.stderr
     assert not result["timed_out"] and len(result["records"]) >= records, (
         f"{len(result['records'])} of {records} requests served in time: {json.dumps(result['records'])}\n"
-        f"events: {result['events']}\n{result['log'][-3000:]}")
+        f"events: {result['events']}\n{result['log'][-3000:]}"
+    )
     return result
 
 
@@ -168,13 +201,21 @@ def card(tmp_path: Path) -> FakeCard:
     return card
 
 
-def test_spoken_request_calls_set_climate_and_the_reply_comes_out_of_the_card(card: FakeCard, voices: Any) -> None:
+def test_spoken_request_calls_set_climate_and_the_reply_comes_out_of_the_card(
+    card: FakeCard, voices: Any
+) -> None:
     request = voices.say("piper", "set the temperature to twenty one degrees")
-    card.write_input(cabin(gap(1.5), voices.say("piper", "hey cabin"), gap(0.7), request, gap(2.0)),
-                     pad_seconds=30.0)
+    card.write_input(
+        cabin(gap(1.5), voices.say("piper", "hey cabin"), gap(0.7), request, gap(2.0)), pad_seconds=30.0
+    )
     # The 0.5B model: vehicle tools are near perfect with it (RECIPES.md) and it keeps this test short.
-    result = run_daemon(card, records=1, real_model=True, timeout=240,
-                        config={"llm": {"model": "qwen2.5-coder-0.5b-instruct-q4_k_m"}})
+    result = run_daemon(
+        card,
+        records=1,
+        real_model=True,
+        timeout=240,
+        config={"llm": {"model": "qwen2.5-coder-0.5b-instruct-q4_k_m"}},
+    )
     record = result["records"][0]
     assert record["trigger"] == "wake", record
     assert "temperature" in record["transcript"].lower()
@@ -192,13 +233,16 @@ def test_spoken_request_calls_set_climate_and_the_reply_comes_out_of_the_card(ca
     assert lag["thinking"]["chunks"] > 10 and lag["thinking"]["max_lag_ms"] < 500, lag
 
 
-def test_barge_in_by_wake_phrase_stops_the_reply_and_serves_the_new_request(card: FakeCard, voices: Any) -> None:
+def test_barge_in_by_wake_phrase_stops_the_reply_and_serves_the_new_request(
+    card: FakeCard, voices: Any
+) -> None:
     hey = voices.say("piper", "hey cabin")
     first = voices.say("piper", "tell me a long story")
     second = voices.say("piper", "set the temperature to twenty one degrees")
     # The second wake comes while the (deliberately endless) first reply is still playing.
-    card.write_input(cabin(gap(1.5), hey, gap(0.7), first, gap(5.0), hey, gap(0.7), second, gap(2.0)),
-                     pad_seconds=30.0)
+    card.write_input(
+        cabin(gap(1.5), hey, gap(0.7), first, gap(5.0), hey, gap(0.7), second, gap(2.0)), pad_seconds=30.0
+    )
     story = " ".join(["Once upon a time a car drove through the night."] * 30)
     result = run_daemon(card, records=2, replies=(story,), reply="Done.", token_delay_s=0.03, timeout=60)
     one, two = result["records"][:2]
@@ -209,8 +253,11 @@ def test_barge_in_by_wake_phrase_stops_the_reply_and_serves_the_new_request(card
     states = [e["state"] for e in result["events"] if e["type"] == "state"]
     assert "speaking" in states[: states.index("listening", 1)], states  # it was speaking when interrupted
     barge = next(e for e in result["events"] if e["type"] == "barge-in")
-    listening_again = next(e for e in result["events"] if e["type"] == "state" and e["state"] == "listening"
-                           and e["at_ms"] >= barge["at_ms"])
+    listening_again = next(
+        e
+        for e in result["events"]
+        if e["type"] == "state" and e["state"] == "listening" and e["at_ms"] >= barge["at_ms"]
+    )
     # Playback stopped and generation was cancelled before the new request started listening.
     assert listening_again["at_ms"] - barge["at_ms"] < 500
 
@@ -228,8 +275,9 @@ def test_wake_then_nothing_gives_up_quietly_without_a_model_call(card: FakeCard,
 def test_microphone_unplugged_and_back_the_loop_keeps_serving(card: FakeCard, voices: Any) -> None:
     # Each new capture stream reads the card's input from the start: after the replug the driver "says it again".
     request = voices.say("piper", "play some jazz")
-    card.write_input(cabin(gap(1.5), voices.say("piper", "hey cabin"), gap(0.7), request, gap(2.0)),
-                     pad_seconds=30.0)
+    card.write_input(
+        cabin(gap(1.5), voices.say("piper", "hey cabin"), gap(0.7), request, gap(2.0)), pad_seconds=30.0
+    )
     result = run_daemon(card, records=2, reply="Playing jazz.", unplug_after_first=True, timeout=60)
     assert result["reconnects"] == 1
     assert [r["outcome"] for r in result["records"][:2]] == ["replied", "replied"]

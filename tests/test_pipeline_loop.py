@@ -34,9 +34,16 @@ BLOCK = RATE * 30 // 1000
 class FakeAssistant(Assistant):
     """The real Assistant with the model replaced by a script: replies stream word by word, slowly if asked."""
 
-    def __init__(self, config: Config, *, reply: str = "Temperature set to 21 degrees. Anything else?",
-                 token_delay_s: float = 0.0, awaiting: bool = False, events: EventBus | None = None,
-                 replies: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        reply: str = "Temperature set to 21 degrees. Anything else?",
+        token_delay_s: float = 0.0,
+        awaiting: bool = False,
+        events: EventBus | None = None,
+        replies: Sequence[str] = (),
+    ) -> None:
         self.config = config
         self.replies = list(replies)  # one per call, then `reply`
         self.registry = ToolRegistry()
@@ -63,9 +70,15 @@ class FakeAssistant(Assistant):
             self.cancelled += 1
             raise
         timings.mark("tool_done")
-        return TurnResult("t" + str(len(self.calls)), text, "en",
-                          [ToolCallRecord("set_climate", {"temperature_c": 21}, {"ok": True})],
-                          reply, timings.as_dict(), awaiting_confirmation=self.awaiting)
+        return TurnResult(
+            "t" + str(len(self.calls)),
+            text,
+            "en",
+            [ToolCallRecord("set_climate", {"temperature_c": 21}, {"ok": True})],
+            reply,
+            timings.as_dict(),
+            awaiting_confirmation=self.awaiting,
+        )
 
     async def close(self) -> None:
         pass
@@ -168,16 +181,34 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), np.int16)
 
 
-def make_pipeline(tmp_path: Path, mic: Any, *, texts: Sequence[str] = ("set the temperature to 21",),
-                  assistant: FakeAssistant | None = None, wake: WakeConfig | None = None,
-                  vad: VadConfig | None = None, sink: Any = None, **kwargs: Any) -> VoicePipeline:
-    config = Config.model_validate({"wake": (wake or WakeConfig(engine="none", follow_up_seconds=0)).model_dump(),
-                                    "vad": (vad or VadConfig(silence_ms=300, no_speech_timeout_seconds=1.5)).model_dump()})
+def make_pipeline(
+    tmp_path: Path,
+    mic: Any,
+    *,
+    texts: Sequence[str] = ("set the temperature to 21",),
+    assistant: FakeAssistant | None = None,
+    wake: WakeConfig | None = None,
+    vad: VadConfig | None = None,
+    sink: Any = None,
+    **kwargs: Any,
+) -> VoicePipeline:
+    config = Config.model_validate(
+        {
+            "wake": (wake or WakeConfig(engine="none", follow_up_seconds=0)).model_dump(),
+            "vad": (vad or VadConfig(silence_ms=300, no_speech_timeout_seconds=1.5)).model_dump(),
+        }
+    )
     assistant = assistant or FakeAssistant(config)
     return VoicePipeline(
-        config, assistant, mic, sink or WavSink(tmp_path / "out"),
-        detector=WakeDetector(None, config.wake), endpointer=Endpointer(config.vad),
-        recognizer=FakeRecognizer(texts), tts=ToneTts(), **kwargs,
+        config,
+        assistant,
+        mic,
+        sink or WavSink(tmp_path / "out"),
+        detector=WakeDetector(None, config.wake),
+        endpointer=Endpointer(config.vad),
+        recognizer=FakeRecognizer(texts),
+        tts=ToneTts(),
+        **kwargs,
     )
 
 
@@ -293,11 +324,14 @@ async def test_wake_phrase_is_stripped_from_the_request(tmp_path: Path) -> None:
 async def test_barge_in_by_push_to_talk_stops_playback_and_serves_a_new_request(tmp_path: Path) -> None:
     # A slow model: the reply keeps streaming (and playing, paced) for seconds.
     config = Config()
-    assistant = FakeAssistant(config, reply=" ".join(["Here is a very long answer."] * 12), token_delay_s=0.05)
+    assistant = FakeAssistant(
+        config, reply=" ".join(["Here is a very long answer."] * 12), token_delay_s=0.05
+    )
     mic = ScriptedMic(silence(0.3), voiced(1.0), silence(0.6), speed=1.0, tail_seconds=20)
     sink = WavSink(tmp_path / "out", pace_realtime=True)
-    pipeline = make_pipeline(tmp_path, mic, texts=["tell me a story", "set the temperature to 21"],
-                             assistant=assistant, sink=sink)
+    pipeline = make_pipeline(
+        tmp_path, mic, texts=["tell me a story", "set the temperature to 21"], assistant=assistant, sink=sink
+    )
     task = await run_until(pipeline, lambda: True)
     await asyncio.sleep(0.05)
     pipeline.push_to_talk()
@@ -319,7 +353,9 @@ async def test_barge_in_by_push_to_talk_stops_playback_and_serves_a_new_request(
     await stop(task)
     first, second = pipeline.records[0], pipeline.records[1]
     assert first.outcome == "interrupted" and assistant.cancelled == 1
-    assert second.barge_in and second.outcome == "replied" and second.transcript == "set the temperature to 21"
+    assert (
+        second.barge_in and second.outcome == "replied" and second.transcript == "set the temperature to 21"
+    )
     assert sink.interrupted[0] is True and len(sink.files) == 2
     assert stopped_ms < 200, f"playback kept going {stopped_ms:.0f} ms after push-to-talk"
 
@@ -381,10 +417,14 @@ async def test_source_end_finishes_the_request_in_progress(tmp_path: Path) -> No
     assert pipeline.state == State.IDLE
 
 
-async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_request(tmp_path: Path) -> None:
+async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_request(
+    tmp_path: Path,
+) -> None:
     config_wake = WakeConfig(engine="none", follow_up_seconds=4.0)
     mic = ScriptedMic(silence(0.3), voiced(1.0), silence(1.0), tail_seconds=10)
-    pipeline = make_pipeline(tmp_path, mic, texts=["order a pizza", "Hey cabin.", "play some jazz"], wake=config_wake)
+    pipeline = make_pipeline(
+        tmp_path, mic, texts=["order a pizza", "Hey cabin.", "play some jazz"], wake=config_wake
+    )
     task = await run_until(pipeline, lambda: True)
     await asyncio.sleep(0.05)
     pipeline.push_to_talk()
@@ -392,7 +432,9 @@ async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_r
         while not pipeline.records:
             await asyncio.sleep(0.02)
     # "Hey cabin" … pause longer than silence_ms … "play some jazz"
-    mic.insert(np.concatenate([silence(0.3), voiced(0.6, seed=5), silence(0.5), voiced(1.0, seed=6), silence(0.8)]))
+    mic.insert(
+        np.concatenate([silence(0.3), voiced(0.6, seed=5), silence(0.5), voiced(1.0, seed=6), silence(0.8)])
+    )
     async with asyncio.timeout(20):
         while len(pipeline.records) < 2:
             await asyncio.sleep(0.02)

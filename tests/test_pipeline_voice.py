@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require
 
 from agent.config import Config
 from agent.voice import effective_engine, resolved_config
-from conftest import require
 
 
 def test_auto_engines_follow_the_profile_default_models() -> None:
