@@ -23,7 +23,7 @@ from agent.dialogue import classify_confirmation, detect_language
 from agent.errors import LlmError
 from agent.events import EventBus, TurnTimings
 from agent.llm.base import GenerationStep, LanguageModel
-from agent.llm.grounding import ground_arguments
+from agent.llm.grounding import ground_arguments, prune_schema
 from agent.llm.prompts import line, system_prompt, tools_for_prompt
 from agent.logging import bind_turn, get_logger, unbind_turn
 from agent.plugins.base import Tool, ToolContext, ToolResult
@@ -292,7 +292,9 @@ class Assistant:
         # Phase 3: the arguments, constrained by the tool's own JSON schema.
         args_prefix = self.model.tokenize(f'{{"name": "{name}", "arguments": ')
         arg_tokens = list(prompt.tokens) + args_prefix
-        constrained = tool.parameters if self.config.llm.constrained else None
+        # Optional arguments whose cue words were not said are left out of the grammar: the model cannot invent
+        # them, and the call is shorter to decode.
+        constrained = prune_schema(tool, ctx.utterance) if self.config.llm.constrained else None
         args_text, _ = await self._collect(arg_tokens, max_tokens=self.config.llm.max_call_tokens, json_schema=constrained)
         timings.mark("tool_call_complete")
         self.events.publish("tool-call-complete", tool=name)

@@ -6,6 +6,7 @@ import pytest
 
 from agent.config import Config
 from agent.llm.grounding import ground_arguments, numbers_in, string_grounded, value_grounded, zh_number
+from agent.plugins.loader import load_registry
 from agent.plugins.meals import MealsPlugin
 from agent.plugins.vehicle import VehiclePlugin
 
@@ -206,3 +207,18 @@ def test_a_media_kind_is_kept_only_when_it_was_asked_for():
         "query": "jazz"}
     assert ground_arguments(TOOLS["play_media"], {"query": "jazz", "kind": "radio"},
                             "play a jazz radio station")[0] == {"query": "jazz", "kind": "radio"}
+
+
+def test_prune_schema_leaves_out_optional_arguments_nobody_cued():
+    from agent.llm.grounding import prune_schema
+
+    registry = load_registry(Config())
+    climate = registry.get("set_climate")
+    assert set(prune_schema(climate, "set the temperature to 21 degrees")["properties"]) == {"temperature_c"}
+    assert set(prune_schema(climate, "turn on the AC and set the fan to 3")["properties"]) == {
+        "temperature_c", "fan_level", "ac"}
+    assert prune_schema(climate, "passenger side to 20, fan 2, AC off") is climate.parameters
+    order = registry.get("order_meal")
+    kept = set(prune_schema(order, "I'd like two pepperoni pizzas")["properties"])
+    assert "item" in kept and "quantity" in kept and "size" not in kept and "restaurant" not in kept
+    assert "restaurant" in prune_schema(order, "a latte from Bean There")["properties"]

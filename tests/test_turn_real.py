@@ -99,3 +99,14 @@ def test_say_cli_json_and_prompt_cache_restored_after_restart(tmp_path: Path):
     assert data["tool_calls"][0]["arguments"].get("fan_level") == 3
     assert data["prompt_cache"]["source"] == "file"
     assert data["prompt_cache"]["ms"] < 2000
+
+
+def test_grammar_gate_checks_one_token_per_step(assistant):
+    """Constrained decoding only filters the whole vocabulary when the model's favourite token is not allowed."""
+    result = turn(assistant, "turn the fan to level 5 and switch the AC off")
+    call = result.tool_calls[0]
+    assert call.name == "set_climate" and call.valid
+    assert call.arguments.get("fan_level") == 5 and call.arguments.get("ac") is False
+    stats = assistant[1].model.last_grammar_stats
+    assert stats["checks"] > 5
+    assert stats["rejections"] < stats["checks"] / 2

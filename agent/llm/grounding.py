@@ -163,3 +163,16 @@ def ground_arguments(tool: Any, args: dict[str, Any], utterance: str, aliases: I
         if name in kept and name not in required and not cue_present(cues, utterance):
             kept.pop(name)
     return kept, missing
+
+
+def prune_schema(tool: Any, utterance: str) -> dict[str, Any]:
+    """The tool's schema without the optional properties whose cue words the driver did not say."""
+    drop = {
+        name for name, cues in tool.cues.items()
+        if name not in tool.parameters.get("required", []) and not cue_present(cues, utterance)
+    }
+    if not drop:
+        return tool.parameters
+    schema = dict(tool.parameters)
+    schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k not in drop}
+    return schema

@@ -68,6 +68,14 @@ def _order_id(entry: Entry | None) -> str | None:
     return ((entry.result or {}).get("order") or {}).get("id") if entry else None
 
 
+# Words that come with naming a restaurant: without one of them the model may not pick (or invent) one.
+RESTAURANT_CUES = (
+    "from", "restaurant", "place", "从", "那家", "店",
+    *sorted({w for r in RESTAURANTS for w in r["name"].casefold().replace("'s", "").split() if len(w) > 3}),
+    *(r["name_zh"] for r in RESTAURANTS),
+)
+
+
 class MealsPlugin(Plugin):
     name = "meals"
     requires_network = True
@@ -118,8 +126,11 @@ class MealsPlugin(Plugin):
                 handler=self._order,
                 requires_network=True,
                 needs_confirmation=True,
-                grounded=("item", "quantity", "restaurant"),
+                grounded=("item", "quantity", "restaurant", "delivery_address"),
                 cues={
+                    "restaurant": RESTAURANT_CUES,
+                    "delivery_address": ("deliver", "delivered", "send it to", "bring it to", "address",
+                                         "送到", "送去", "地址"),
                     "size": (
                         "small",
                         "medium",
