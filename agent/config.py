@@ -42,7 +42,10 @@ class ModelsConfig(Section):
 class LlmConfig(Section):
     # A model id from the manifest; None picks the profile's default for the language.
     model: str | None = None
-    n_threads: int = Field(default=2, ge=1, le=64)
+    # None: all cores but one. llama.cpp's threads wait for each other at every layer; when the audio stages
+    # (wake word, VAD, recognition) need a core at the same moment, a thread per core stalls generation badly
+    # (measured here: 5x slower with 2 threads on 2 busy cores than with 1).
+    n_threads: int | None = Field(default=None, ge=1, le=64)
     n_ctx: int = Field(default=4096, ge=512, le=32768)
     n_batch: int = Field(default=256, ge=8, le=4096)
     n_gpu_layers: int = Field(default=0, ge=-1)
@@ -76,8 +79,11 @@ class WakeConfig(Section):
     refractory_seconds: float = Field(default=2.0, ge=0.0, le=60.0)
     follow_up_seconds: float = Field(default=6.0, ge=0.0, le=60.0)
     openwakeword_model: Path | None = None
-    # Wake phrase during playback interrupts the reply (barge-in).
-    barge_in: bool = True
+    # Wake phrase during playback interrupts the reply (barge-in). Off: the car woke on its own voice
+    # (docs/audio.md); push-to-talk still barges in.
+    barge_in: bool = False
+    # English: whisper tiny.en confirms each candidate of a permissive spotter (if the model is in the store).
+    verify: bool = True
 
 
 class VadConfig(Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def load_llm(config: Config, model_id: str, path: Path) -> Any:
         path,
         model_id=model_id,
         n_ctx=llm.n_ctx,
-        n_threads=llm.n_threads,
+        n_threads=llm.n_threads or max(1, (os.cpu_count() or 2) - 1),
         n_batch=llm.n_batch,
         n_gpu_layers=llm.n_gpu_layers,
         cache_dir=(cache_dir() / "prompt-cache") if llm.persist_prompt_cache else None,
