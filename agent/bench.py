@@ -227,6 +227,26 @@ def overhead(ours: float | None, bare: float | None, *, higher_is_better: bool) 
     }
 
 
+def paired_overhead(
+    ours: Sequence[float], bare: Sequence[float], *, higher_is_better: bool
+) -> dict[str, Any]:
+    """`overhead()` over alternating measurements: the ratio is the median of the per-pair ratios, so a
+    change in the machine's load between pairs moves both sides of a pair, not the result."""
+    pairs = [(o, b) for o, b in zip(ours, bare, strict=False) if o and b]
+    if not pairs:
+        return overhead(None, None, higher_is_better=higher_is_better)
+    out = overhead(
+        statistics.median(o for o, _ in pairs),
+        statistics.median(b for _, b in pairs),
+        higher_is_better=higher_is_better,
+    )
+    ratio = statistics.median(o / b for o, b in pairs)
+    out["ratio"] = round(ratio, 3)
+    out["overhead"] = round((1 / ratio - 1.0) if higher_is_better else (ratio - 1.0), 3)
+    out["pairs"] = len(pairs)
+    return out
+
+
 def target_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets against this run: name, target, measured value, met (None = not measured)."""
     lat = report.get("latency", {}).get("by_kind", {}).get("vehicle", {}).get("end_to_first_audio_ms", {})
@@ -396,16 +416,31 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
             "## Our layers vs the bare engines (same inputs, same run)",
             "",
-            "| layer | ours | bare | ratio | our overhead |",
-            "|---|---|---|---|---|",
+            "| layer | ours | bare | ratio | our overhead (wall clock) | our overhead (CPU time) |",
+            "|---|---|---|---|---|---|",
         ]
         for name, item in ov.items():
             unit = item.get("unit", "")
             cost = item.get("overhead")
+            cpu = (item.get("cpu") or {}).get("overhead")
+            cpu_text = (
+                "—"
+                if cpu is None
+                else (
+                    f"{100 * cpu:.1f} % ({_fmt(item['cpu'].get('ours'), '', 1)} vs "
+                    f"{_fmt(item['cpu'].get('bare'), item['cpu'].get('unit', ''), 1)})"
+                )
+            )
             lines.append(
                 f"| {name} | {_fmt(item.get('ours'), unit, 2)} | {_fmt(item.get('bare'), unit, 2)} | "
-                f"{_fmt(item.get('ratio'), '', 3)} | {_fmt(None if cost is None else 100 * cost, '%', 1)} |"
+                f"{_fmt(item.get('ratio'), '', 3)} | {_fmt(None if cost is None else 100 * cost, '%', 1)} | "
+                f"{cpu_text} |"
             )
+        lines += [
+            "",
+            "Ratios are medians of alternating ours/bare pairs; CPU time is the process's CPU (all "
+            "threads) for the same work, which other people's load on a shared machine does not move.",
+        ]
         for name, item in ov.items():
             if item.get("note"):
                 lines.append(f"- {name}: {item['note']}")
@@ -891,7 +926,11 @@ async def spoken_turns(
 
 async def llm_overhead(assistant: Any, text: str, reps: int) -> dict[str, Any]:
     """Decode tokens/s of a spoken answer through `Assistant.turn` vs a bare llama-cpp-python loop on the
-    exact prompt tokens the turn used (greedy both ways, the same number of tokens)."""
+    exact prompt tokens the turn used (greedy both ways, the same number of tokens), in alternating pairs.
+
+    Also CPU ms per token (process CPU time, all threads): on a shared machine the wall-clock rate moves
+    with other people's load, the CPU our layers add does not.
+    """
     model = assistant.model
     original = model.generate
     seen: dict[str, Any] = {}
@@ -905,48 +944,49 @@ async def llm_overhead(assistant: Any, text: str, reps: int) -> dict[str, Any]:
                 seen["steps"] += 1
             yield step
 
-    ours, bare, details = [], [], []
+    ours: list[tuple[float, float]] = []  # (tokens/s, CPU ms per token)
+    bare: list[tuple[float, float]] = []
+    details = []
     model.generate = counting
     try:
         for _ in range(reps):
             seen.clear()
             assistant.reset()
-            arrivals: list[float] = []
-            timings = TurnTimings()
+            arrivals: list[tuple[float, float]] = []
 
-            def arrived(_text: str, stamps: list[float] = arrivals) -> None:
-                stamps.append(now_ms())
+            def arrived(_text: str, stamps: list[tuple[float, float]] = arrivals) -> None:
+                stamps.append((time.perf_counter(), time.process_time()))
 
-            result = await assistant.turn(text, on_text=arrived, timings=timings)
+            result = await assistant.turn(text, on_text=arrived)
             n = seen.get("steps", 0)
             if result.tool_calls or n < 8 or len(arrivals) < 2:
                 details.append({"skipped": "the model called a tool or answered too briefly", "tokens": n})
                 continue
-            first = timings.start_ms + timings.marks["first_token"]
-            ours.append((n - 1) / ((arrivals[-1] - first) / 1000))
-            rate, first_ms = await asyncio.to_thread(_bare_decode, model, seen["tokens"], n)
-            bare.append(rate)
+            # The first text callback can hold a few tokens back (tool-call detection): count from it.
+            (w0, c0), (w1, c1) = arrivals[0], arrivals[-1]
+            k = len(arrivals) - 1
+            ours.append((k / (w1 - w0), 1000 * (c1 - c0) / k))
+            bare.append(await asyncio.to_thread(_bare_decode, model, seen["tokens"], n))
             details.append(
                 {
                     "tokens": n,
-                    "ours_tok_s": round(ours[-1], 2),
-                    "bare_tok_s": round(rate, 2),
-                    "ours_first_token_ms": timings.marks["first_token"],
-                    "bare_first_token_ms": first_ms,
+                    "ours": [round(x, 2) for x in ours[-1]],
+                    "bare": [round(x, 2) for x in bare[-1]],
+                    "load_avg_1min": round(os.getloadavg()[0], 2),
                 }
             )
     finally:
         model.generate = original
         assistant.reset()
-    out = overhead(
-        statistics.median(ours) if ours else None,
-        statistics.median(bare) if bare else None,
-        higher_is_better=True,
-    )
+    out = paired_overhead([o[0] for o in ours], [b[0] for b in bare], higher_is_better=True)
     out.update(
         {
             "unit": "tok/s",
-            "measure": "decode tokens/s after the first token (median of reps)",
+            "measure": "decode tokens/s after the first reply text, median of alternating pairs",
+            "cpu": {
+                **paired_overhead([o[1] for o in ours], [b[1] for b in bare], higher_is_better=False),
+                "unit": "CPU ms/token",
+            },
             "prompt": text,
             "reps": details,
         }
@@ -955,21 +995,22 @@ async def llm_overhead(assistant: Any, text: str, reps: int) -> dict[str, Any]:
 
 
 def _bare_decode(model: Any, tokens: list[int], n: int) -> tuple[float, float]:
-    """A bare llama-cpp-python loop: generate, detokenize, stop at the end token or after n tokens."""
+    """A bare llama-cpp-python loop (generate, detokenize) for n tokens: (tokens/s, CPU ms per token)."""
     llm = model.llm
     ends = set(model.end_tokens)
-    started = time.perf_counter()
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     for token in llm.generate(tokens, temp=0.0, top_k=1, top_p=1.0, min_p=0.0):
         if token in ends:
             break
         llm.detokenize([token])
-        stamps.append(time.perf_counter())
+        stamps.append((time.perf_counter(), time.process_time()))
         if len(stamps) >= n:
             break
     if len(stamps) < 2:
         return 0.0, 0.0
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0]), round((stamps[0] - started) * 1000, 1)
+    (w0, c0), (w1, c1) = stamps[0], stamps[-1]
+    k = len(stamps) - 1
+    return k / (w1 - w0), 1000 * (c1 - c0) / k
 
 
 TTS_TEXT = (
@@ -1007,8 +1048,8 @@ async def tts_overhead(config: Any, tts: Any, reps: int) -> dict[str, Any]:
     spoken = normalize(TTS_TEXT, tts.language)
     list(voice.synthesize("Ready.", syn))  # onnxruntime's first run plans; ours was warmed at load
 
-    def bare_once() -> tuple[float, float, float]:
-        started = time.perf_counter()
+    def bare_once() -> tuple[float, float, float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
         first, samples = None, 0
         for piece in voice.synthesize(spoken, syn):
             first = first or time.perf_counter()
@@ -1017,35 +1058,39 @@ async def tts_overhead(config: Any, tts: Any, reps: int) -> dict[str, Any]:
             (first - started) * 1000,
             (time.perf_counter() - started) * 1000,
             samples / voice.config.sample_rate,
+            (time.process_time() - cpu) * 1000,
         )
 
-    async def ours_once() -> tuple[float, float, float]:
+    async def ours_once() -> tuple[float, float, float, float]:
         async def reply() -> AsyncIterator[str]:
             for word in TTS_TEXT.split(" "):  # as the model streams it: a word at a time
                 yield word + " "
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         first, samples = None, 0
         async for chunk in speak_stream(reply(), tts):
             first = first or time.perf_counter()
             samples += chunk.samples
-        return (first - started) * 1000, (time.perf_counter() - started) * 1000, samples / tts.sample_rate_hz
+        return (
+            (first - started) * 1000,
+            (time.perf_counter() - started) * 1000,
+            samples / tts.sample_rate_hz,
+            (time.process_time() - cpu) * 1000,
+        )
 
     ours, bare = [], []
     for _ in range(reps):
         ours.append(await ours_once())
         bare.append(bare_once())
-    total = overhead(
-        statistics.median(o[1] for o in ours), statistics.median(b[1] for b in bare), higher_is_better=False
-    )
-    first = overhead(
-        statistics.median(o[0] for o in ours), statistics.median(b[0] for b in bare), higher_is_better=False
-    )
+    total = paired_overhead([o[1] for o in ours], [b[1] for b in bare], higher_is_better=False)
+    first = paired_overhead([o[0] for o in ours], [b[0] for b in bare], higher_is_better=False)
+    cpu = paired_overhead([o[3] for o in ours], [b[3] for b in bare], higher_is_better=False)
     audio_s = statistics.median(o[2] for o in ours)
     return {
         "tts: whole reply": {
             **total,
             "unit": "ms",
+            "cpu": {**cpu, "unit": "CPU ms"},
             "audio_seconds": round(audio_s, 2),
             "real_time_factor_ours": round(total["ours"] / 1000 / audio_s, 3) if audio_s else None,
             "note": "three sentences synthesised sentence by sentence (ours) vs in one call "
@@ -1080,8 +1125,8 @@ async def asr_overhead(recognizer: Any, clips: list[np.ndarray], reps: int) -> d
         bare_model.transcribe(np.zeros(8000, np.float32), language=recognizer.language)[0]
     )  # first-run set-up
 
-    def bare_once(audio: np.ndarray) -> float:
-        started = time.perf_counter()
+    def bare_once(audio: np.ndarray) -> tuple[float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
         segments, _ = bare_model.transcribe(
             audio.astype(np.float32) / 32768.0,
             language=recognizer.language,
@@ -1092,28 +1137,36 @@ async def asr_overhead(recognizer: Any, clips: list[np.ndarray], reps: int) -> d
             initial_prompt=prompt,
         )
         " ".join(s.text for s in segments)
-        return (time.perf_counter() - started) * 1000
+        return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
 
-    async def ours_once(audio: np.ndarray) -> float:
+    async def ours_once(audio: np.ndarray) -> tuple[float, float]:
         block = RATE * BLOCK_MS // 1000
 
         async def chunks() -> AsyncIterator[AudioChunk]:
             for start in range(0, len(audio), block):
                 yield AudioChunk(audio[start : start + block].astype(np.int16).tobytes(), RATE)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         async for _ in recognizer.transcribe(chunks()):
             pass
-        return (time.perf_counter() - started) * 1000
+        return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
 
     ours, bare = [], []
     for _ in range(reps):
         for audio in clips:
             ours.append(await ours_once(audio))
             bare.append(bare_once(audio))
-    out = overhead(statistics.median(ours), statistics.median(bare), higher_is_better=False)
+    out = paired_overhead([o[0] for o in ours], [b[0] for b in bare], higher_is_better=False)
     out.update(
-        {"unit": "ms", "clips": len(clips), "note": "median ms per request clip, the same clips both ways"}
+        {
+            "unit": "ms",
+            "cpu": {
+                **paired_overhead([o[1] for o in ours], [b[1] for b in bare], higher_is_better=False),
+                "unit": "CPU ms",
+            },
+            "clips": len(clips),
+            "note": "median ms per request clip, the same clips both ways",
+        }
     )
     return out
 

@@ -212,3 +212,12 @@ def test_trim_silence() -> None:
     audio = np.concatenate([np.zeros(1600), np.full(3200, 8000.0), np.zeros(800)]).astype(np.int16)
     trimmed = bench.trim_silence(audio)
     assert len(trimmed) == 3200 and trimmed.min() == 8000
+
+
+def test_paired_overhead_uses_the_pairs() -> None:
+    # The machine got twice as slow between the pairs: each pair still shows a 10 % cost.
+    out = bench.paired_overhead([110.0, 220.0], [100.0, 200.0], higher_is_better=False)
+    assert out["ratio"] == 1.1 and out["overhead"] == pytest.approx(0.1) and out["pairs"] == 2
+    rates = bench.paired_overhead([9.0, 4.5], [10.0, 5.0], higher_is_better=True)
+    assert rates["ratio"] == 0.9 and rates["overhead"] == pytest.approx(0.111, abs=0.001)
+    assert bench.paired_overhead([], [], higher_is_better=True)["overhead"] is None
