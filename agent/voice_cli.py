@@ -13,33 +13,15 @@ from typing import Annotated
 import typer
 
 from agent.audio.chunk import AudioChunk
-from agent.errors import AudioError
+from agent.audio.sources import block_samples, read_wav, split_blocks
 
 BLOCK_MS = 30
 
 
 def read_wav_chunks(path: Path, block_ms: int = BLOCK_MS) -> tuple[list[AudioChunk], float]:
-    """A 16-bit PCM WAV as mono blocks (any rate: engines convert at their edge) and its length in seconds."""
-    try:
-        with wave.open(str(path), "rb") as wav:
-            width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
-            frames = wav.readframes(wav.getnframes())
-    except FileNotFoundError:
-        raise AudioError(f"WAV file not found: {path}", code="audio-file-missing", path=str(path)) from None
-    except (wave.Error, EOFError) as err:
-        raise AudioError(
-            f"{path}: not a PCM WAV file ({err})", code="audio-wav-unsupported", path=str(path)
-        ) from err
-    if width != 2:
-        raise AudioError(
-            f"{path}: only 16-bit PCM WAV is supported (got {8 * width}-bit)",
-            code="audio-wav-unsupported",
-            path=str(path),
-        )
-    whole = AudioChunk(frames, rate=rate, width=2, channels=channels).to_format(rate, 1)
-    step = max(1, rate * block_ms // 1000) * 2
-    blocks = [AudioChunk(whole.pcm[i : i + step], rate=rate) for i in range(0, len(whole.pcm), step)]
-    return blocks, whole.duration_ms / 1000.0
+    """A WAV as mono blocks at its own rate (engines convert at their edge) and its length in seconds."""
+    whole = read_wav(path, rate_hz=None)
+    return split_blocks(whole, block_samples(whole.rate, block_ms)), whole.duration_ms / 1000.0
 
 
 def write_wav(path: Path, chunks: list[AudioChunk]) -> float:

@@ -52,8 +52,11 @@ def split_blocks(chunk: AudioChunk, samples_per_block: int) -> list[AudioChunk]:
     return out
 
 
-def read_wav(path: str | Path, rate_hz: int = 16000) -> AudioChunk:
-    """A whole WAV file as one mono 16-bit chunk at `rate_hz` (8/16/24/32-bit integer PCM, any channel count)."""
+def read_wav(path: str | Path, rate_hz: int | None = 16000) -> AudioChunk:
+    """A whole WAV file as one mono 16-bit chunk at `rate_hz` (None: the file's own rate).
+
+    8/16/24/32-bit integer PCM, any channel count.
+    """
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as wav:
@@ -67,7 +70,7 @@ def read_wav(path: str | Path, rate_hz: int = 16000) -> AudioChunk:
         ) from err
     data = _to_int16(frames, width)
     chunk = AudioChunk(data.tobytes(), rate=rate, width=2, channels=channels)
-    return chunk.to_format(rate_hz, 1)
+    return chunk.to_format(rate_hz or rate, 1)
 
 
 def _to_int16(frames: bytes, width: int) -> np.ndarray:
