@@ -660,7 +660,7 @@ class BenchMic:
         *,
         seed: int = 3,
         snr_db: float = SNR_DB,
-        max_wait_seconds: float = 90.0,
+        max_wait_seconds: float = 300.0,
     ) -> None:
         from agent.audio.noise import road_noise
 
