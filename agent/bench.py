@@ -1420,7 +1420,14 @@ def plot(report: Mapping[str, Any], out_dir: Path, stem: str) -> dict[str, str]:
             bottoms += heights
     for i, k in enumerate(kinds):
         e2e = by_kind[k]["end_to_first_audio_ms"]
-        ax.text(i, bottoms[i] + 40, f"p50 {e2e['p50']:.0f} ms\nn={e2e['n']}", ha="center", fontsize=8)
+        ax.text(
+            i,
+            bottoms[i] + 0.01 * max(bottoms),
+            f"mean {e2e['mean']:.0f} · p50 {e2e['p50']:.0f} ms\nn={e2e['n']}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.axhline(1000, color="grey", linestyle="--", linewidth=1)
     ax.text(len(kinds) - 0.5, 1010, "vehicle p50 target", fontsize=7, color="grey", ha="right", va="bottom")
     ax.set_ylabel("ms after the end of speech (mean per stage)")
