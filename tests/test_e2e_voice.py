@@ -244,7 +244,9 @@ def test_barge_in_by_wake_phrase_stops_the_reply_and_serves_the_new_request(
         cabin(gap(1.5), hey, gap(0.7), first, gap(5.0), hey, gap(0.7), second, gap(2.0)), pad_seconds=30.0
     )
     story = " ".join(["Once upon a time a car drove through the night."] * 30)
-    result = run_daemon(card, records=2, replies=(story,), reply="Done.", token_delay_s=0.03, timeout=60)
+    # Barge-in by voice is opt-in (wake.barge_in defaults to off: the car could wake on its own voice).
+    result = run_daemon(card, records=2, replies=(story,), reply="Done.", token_delay_s=0.03, timeout=60,
+                        config={"wake": {"barge_in": True}})
     one, two = result["records"][:2]
     assert one["outcome"] == "interrupted" and one["reply"] is None
     assert two["barge_in"] and two["trigger"] == "wake" and "temperature" in two["transcript"].lower()
