@@ -390,6 +390,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             "Stage columns are p50 ms of each stage; `—` = the stage does not happen for that turn type."
         )
+        dec = lat.get("decode", {})
+        free, grammar = dec.get("free", {}), dec.get("grammar", {})
+        if free.get("tokens") or grammar.get("tokens"):
+            lines.append(
+                "Model decoding during these turns: free text "
+                f"{_fmt(free.get('ms_per_token'), 'ms/token', 1)} "
+                f"({free.get('tokens', 0)} tokens), grammar-constrained tool arguments "
+                f"{_fmt(grammar.get('ms_per_token'), 'ms/token', 1)} ({grammar.get('tokens', 0)} tokens, "
+                f"{_fmt(grammar.get('mean_tokens_per_call'), '', 1)} per call)."
+            )
         if report.get("plots"):
             lines += [""] + [f"![{name}]({path})" for name, path in report["plots"].items()]
         turns = lat.get("turns", [])
@@ -781,20 +791,62 @@ def synthesise(script: list[ScriptedTurn], config: Any, cache: Path) -> float:
 
 
 class TimedAssistant:
-    """The real Assistant, keeping each turn's timings (the pipeline's record has no tool_call_complete)."""
+    """The real Assistant, keeping each turn's timings (the pipeline's record has no tool_call_complete) and
+    each model call it made: tokens in, tokens out, time, and whether a grammar constrained it."""
 
     def __init__(self, assistant: Any) -> None:
         self._assistant = assistant
         self.timings: dict[str, tuple[float, dict[str, float]]] = {}
+        self.calls: dict[str, list[dict[str, Any]]] = {}
+        self._current: list[dict[str, Any]] = []
+        model = assistant.model
+        original = model.generate
+
+        def generate(tokens: Sequence[int], **kwargs: Any) -> Any:
+            call = {
+                "prompt_tokens": len(tokens),
+                "generated": 0,
+                "grammar": kwargs.get("json_schema") is not None,
+            }
+            self._current.append(call)
+            started = time.perf_counter()
+            for step in original(tokens, **kwargs):
+                now = time.perf_counter()
+                if not call["generated"]:
+                    call["first_ms"] = round((now - started) * 1000, 1)
+                call["generated"] += 1
+                call["ms"] = round((now - started) * 1000, 1)
+                yield step
+
+        model.generate = generate  # instance attribute: the Assistant calls self.model.generate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._assistant, name)
 
     async def turn(self, text: str, *, on_text: Any = None, timings: TurnTimings | None = None) -> Any:
         timings = timings or TurnTimings()
+        self._current = calls = []
         result = await self._assistant.turn(text, on_text=on_text, timings=timings)
         self.timings[result.turn_id] = (timings.start_ms, dict(timings.marks))
+        self.calls[result.turn_id] = calls
         return result
+
+
+def decode_rates(calls: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """ms per generated token after the first, for free and for grammar-constrained model calls."""
+    calls = list(calls)
+    out: dict[str, Any] = {}
+    for label, constrained in (("free", False), ("grammar", True)):
+        mine = [c for c in calls if bool(c.get("grammar")) == constrained and c.get("generated", 0) >= 2]
+        tokens = sum(c["generated"] - 1 for c in mine)
+        ms = sum(c["ms"] - c.get("first_ms", 0.0) for c in mine)
+        out[label] = {
+            "calls": len(mine),
+            "tokens": tokens,
+            "ms_per_token": round(ms / tokens, 1) if tokens else None,
+            "mean_tokens_per_call": round(sum(c["generated"] for c in mine) / len(mine), 1) if mine else None,
+        }
+    return out
 
 
 class ProcSampler:
@@ -887,6 +939,7 @@ async def spoken_turns(
                 if "speech_end" in marks
                 else None,
                 "stages_ms": stages,
+                "model_calls": timed.calls.get(rec.turn_id or "", []),
             }
         )
         turns_out.append(item)
@@ -913,6 +966,7 @@ async def spoken_turns(
         "all": summarize_ms(t["end_to_first_audio_ms"] for t in answered),
         "by_kind": by_kind,
         "first_token_after_transcript_ms": summarize_ms(first_tokens),
+        "decode": decode_rates(c for t in answered for c in t.get("model_calls", [])),
         "vad_speech_end_offset_ms": summarize_ms(t.get("vad_speech_end_offset_ms") for t in answered),
         "audio_lag": pipeline.status(last=0)["audio_lag"],
         "resources": resource_summary(sampler.samples),

@@ -221,3 +221,14 @@ def test_paired_overhead_uses_the_pairs() -> None:
     rates = bench.paired_overhead([9.0, 4.5], [10.0, 5.0], higher_is_better=True)
     assert rates["ratio"] == 0.9 and rates["overhead"] == pytest.approx(0.111, abs=0.001)
     assert bench.paired_overhead([], [], higher_is_better=True)["overhead"] is None
+
+
+def test_decode_rates_separates_grammar_calls() -> None:
+    calls = [
+        {"generated": 11, "first_ms": 100.0, "ms": 600.0, "grammar": False},
+        {"generated": 1, "first_ms": 90.0, "ms": 90.0, "grammar": False},  # one token: no rate
+        {"generated": 21, "first_ms": 50.0, "ms": 2050.0, "grammar": True},
+    ]
+    rates = bench.decode_rates(iter(calls))
+    assert rates["free"] == {"calls": 1, "tokens": 10, "ms_per_token": 50.0, "mean_tokens_per_call": 11.0}
+    assert rates["grammar"]["ms_per_token"] == 100.0
