@@ -524,7 +524,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             )
 
     missed = [r for r in rows if r["met"] is False]
-    lines += ["", "## Where the time goes", ""]
+    if by_kind or missed:
+        lines += ["", "## Where the time goes", ""]
     for kind in by_kind:
         parts = where_time_goes(by_kind, kind)
         if parts:
@@ -543,12 +544,60 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             )
             if "first audio" in r["name"] and not explained:
                 explained = True
+                grammar = lat.get("decode", {}).get("grammar", {})
+                free = lat.get("decode", {}).get("free", {})
                 for stage, ms in ranked[:3]:
-                    lines.append(f"  - {STAGE_LABELS[stage]} ({ms:.0f} ms mean): {REMEDIES[stage]}.")
+                    detail = ""
+                    if stage == "tool_call" and grammar.get("ms_per_token"):
+                        detail = (
+                            f" (measured: {grammar['mean_tokens_per_call']:.0f} argument tokens per call at "
+                            f"{grammar['ms_per_token']:.0f} ms/token under the grammar; free text decodes at "
+                            f"{_fmt(free.get('ms_per_token'), 'ms/token')})"
+                        )
+                    lines.append(f"  - {STAGE_LABELS[stage]} ({ms:.0f} ms mean): {REMEDIES[stage]}{detail}.")
+            elif "first token" in r["name"]:
+                new = _new_prompt_tokens(report)
+                extra = (
+                    f" (measured: {new:.0f} new prompt tokens per turn after the cached prefix)"
+                    if new
+                    else ""
+                )
+                lines.append(f"  - {REMEDIES['first_token']}{extra}.")
+                after, cached = ft.get("after_restart_ms"), ft.get("cached_probe_ms")
+                if "restart" in r["name"] and after and cached and after > 2 * cached:
+                    lines.append(
+                        f"  - the restarted process's second turn took {cached:.0f} ms to its first token: "
+                        "the first turn pays a one-off cost after the cache is restored (weights not yet "
+                        "paged in from the mmapped model, first-run buffers); one throw-away decode at "
+                        "start-up would move it out of the driver's first request."
+                    )
+            elif r["name"] == "idle listening RSS":
+                lines.append(
+                    f"  - of the RSS, {_fmt(idle.get('rss_file_mb_max'), 'MB')} are file pages (the mmapped "
+                    "GGUF and libraries: shared, and dropped by the kernel under memory pressure) and "
+                    f"{_fmt(idle.get('rss_anon_mb_max'), 'MB')} anonymous (llama.cpp's context: KV cache for "
+                    "`llm.n_ctx` tokens, compute and logits buffers, weights copied out of the mapping; "
+                    "whisper, Piper and Python). The 0.5B model or a smaller `llm.n_ctx` is the lever."
+                )
+            elif r["name"] == "idle listening CPU":
+                lines.append("  - the wake engine and the VAD run on every 30 ms block while idle.")
     for note in report.get("notes", []):
         lines.append(f"- {note}")
     lines.append("")
     return "\n".join(lines)
+
+
+def _new_prompt_tokens(report: Mapping[str, Any]) -> float | None:
+    """Mean prompt tokens the first model call of a spoken turn had beyond the cached system prefix."""
+    prefix = report.get("first_token", {}).get("prefix_tokens")
+    firsts = [
+        t["model_calls"][0]["prompt_tokens"]
+        for t in report.get("latency", {}).get("turns", [])
+        if t.get("model_calls")
+    ]
+    if not prefix or not firsts:
+        return None
+    return statistics.fmean(firsts) - prefix
 
 
 def _pct(value: float | None) -> str:
