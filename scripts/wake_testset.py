@@ -9,6 +9,7 @@ Generation is cached under ~/.cache/cabin-agent/wake-testset, so reruns only mea
     python scripts/wake_testset.py                        # full set, measure the default threshold
     python scripts/wake_testset.py --tune 1e-30,1e-20,1e-10   # sweep kws thresholds (negatives subset)
     python scripts/wake_testset.py --subset small         # the test suite's subset
+    python scripts/wake_testset.py --verify --out bench/results/wake.json   # two stages: + whisper verifier
 """
 
 from __future__ import annotations
@@ -305,6 +306,8 @@ def measure(
             per_snr[key][0] += hit
             per_snr[key][1] += 1
     false_accepts: dict[str, int] = {}
+    per_hour: dict[str, float] = {}
+    rtf_by_kind: dict[str, float] = {}
     neg_hours = 0.0
     for kind, audio in neg.items():
         engine.reset()  # type: ignore[attr-defined]
@@ -315,31 +318,71 @@ def measure(
             if engine.process(c) is not None and c.timestamp_ms - last >= refractory_seconds * 1000:  # type: ignore[attr-defined]
                 count += 1
                 last = c.timestamp_ms
-        engine_s += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        engine_s += spent
         audio_s += len(audio) / RATE
         neg_hours += len(audio) / RATE / 3600
         false_accepts[kind] = count
+        rtf_by_kind[kind] = round(spent / (len(audio) / RATE), 4)
+        per_hour[kind] = round(count / (len(audio) / RATE / 3600), 1)
     detected = sum(v[0] for v in per_voice.values())
     total = sum(v[1] for v in per_voice.values())
     piper = per_voice.get("piper-joe", [0, 0])
-    return {
+    espeak = [sum(v[i] for k, v in per_voice.items() if k.startswith("espeak")) for i in (0, 1)]
+    report: dict[str, object] = {
         "positives": total,
         "detected": detected,
         "detection_rate": round(detected / max(1, total), 3),
         "piper_detection_rate": round(piper[0] / max(1, piper[1]), 3),
+        "espeak_detection_rate": round(espeak[0] / max(1, espeak[1]), 3),
         "by_voice": {k: round(v[0] / v[1], 2) for k, v in per_voice.items()},
         "by_snr": {k: round(v[0] / v[1], 2) for k, v in per_snr.items()},
         "negative_hours": round(neg_hours, 3),
         "false_accepts": false_accepts,
         "false_accepts_per_hour": round(sum(false_accepts.values()) / max(neg_hours, 1e-9), 2),
+        "false_accepts_per_hour_by_kind": per_hour,
         "real_time_factor": round(engine_s / max(audio_s, 1e-9), 4),
+        # Road noise alone is the idle car: the CPU the wake stage costs while nobody speaks.
+        "real_time_factor_by_kind": rtf_by_kind,
     }
+    stats = getattr(engine, "stats", None)
+    if stats is not None and hasattr(stats, "verify_seconds"):
+        latencies = sorted(stats.verify_seconds)
+        report["verifier"] = {
+            "candidates": stats.candidates,
+            "accepted": stats.accepted,
+            "latency_ms_mean": round(stats.mean_latency_ms),
+            "latency_ms_p90": round(1000 * latencies[int(0.9 * (len(latencies) - 1))]) if latencies else None,
+            "latency_ms_max": round(1000 * latencies[-1]) if latencies else None,
+        }
+    return report
 
 
 def pocketsphinx_engine(kws_threshold: float) -> Callable[[], object]:
     from agent.wake.pocketsphinx import PocketsphinxWake
 
     return lambda: PocketsphinxWake(PHRASE, kws_threshold=kws_threshold)
+
+
+def verified_engine(
+    kws_threshold: float, min_similarity: float | None = None, window_ms: int | None = None
+) -> Callable[[], object]:
+    """The two-stage engine create_engine builds for English: pocketsphinx, then the whisper verifier."""
+    from agent.config import Config
+    from agent.models import open_store
+    from agent.wake.pocketsphinx import PocketsphinxWake
+    from agent.wake.verify import DEFAULT_MIN_SIMILARITY, DEFAULT_WINDOW_MS, VerifiedWake, WhisperVerifier
+
+    def make() -> object:
+        verifier = WhisperVerifier(
+            open_store(Config()).require("whisper-tiny.en"),
+            PHRASE,
+            min_similarity=DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity,
+        )
+        first = PocketsphinxWake(PHRASE, kws_threshold=kws_threshold)
+        return VerifiedWake(first, verifier, window_ms=window_ms or DEFAULT_WINDOW_MS)
+
+    return make
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", help="comma-separated kws thresholds to sweep (uses the 'tune' negatives)")
     parser.add_argument("--kws-threshold", type=float, default=None)
     parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--verify", action="store_true", help="pocketsphinx + the whisper verifier")
+    parser.add_argument("--min-similarity", type=float, default=None)
+    parser.add_argument("--out", type=Path, help="also write the report here (e.g. bench/results/wake.json)")
     args = parser.parse_args(argv)
     if args.generate_only:
         positives(args.cache, args.subset)
@@ -364,14 +410,23 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"kws_threshold": value, **report}), flush=True)
         out = args.cache / "tune-report.json"
     else:
-        from agent.wake.pocketsphinx import DEFAULT_KWS_THRESHOLD
+        from agent.wake.pocketsphinx import DEFAULT_KWS_THRESHOLD, VERIFIED_KWS_THRESHOLD
 
-        value = args.kws_threshold if args.kws_threshold is not None else DEFAULT_KWS_THRESHOLD
-        report = measure(pocketsphinx_engine(value), args.cache, args.subset)
-        reports[f"{value:g}"] = report
-        print(json.dumps({"kws_threshold": value, **report}, indent=2))
-        out = args.cache / f"report-{args.subset}.json"
+        default = VERIFIED_KWS_THRESHOLD if args.verify else DEFAULT_KWS_THRESHOLD
+        value = args.kws_threshold if args.kws_threshold is not None else default
+        make = verified_engine(value, args.min_similarity) if args.verify else pocketsphinx_engine(value)
+        started = time.monotonic()
+        report = measure(make, args.cache, args.subset)
+        report["engine"] = "pocketsphinx+whisper" if args.verify else "pocketsphinx"
+        report["kws_threshold"] = value
+        report["wall_seconds"] = round(time.monotonic() - started)
+        reports[f"{value:g}{'+verify' if args.verify else ''}"] = report
+        print(json.dumps(report, indent=2))
+        out = args.cache / f"report-{args.subset}{'-verify' if args.verify else ''}.json"
     out.write_text(json.dumps(reports, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(reports, indent=2) + "\n")
     return 0
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from agent.audio.chunk import AudioChunk
 from agent.config import Config
 from agent.errors import WakeError
+
+if TYPE_CHECKING:
+    from agent.wake.verify import WhisperVerifier
 
 DetectionSource = Literal["engine", "push-to-talk", "follow-up"]
 
@@ -77,7 +80,17 @@ def create_engine(config: Config, *, model_dir: Path | None = None) -> WakeEngin
     if engine == "pocketsphinx":
         from agent.wake.pocketsphinx import PocketsphinxWake
 
-        return PocketsphinxWake(phrase, threshold=wake.threshold)
+        verifier = load_verifier(config) if wake.verify else None
+        if verifier is None:
+            return PocketsphinxWake(phrase, threshold=wake.threshold)
+        from agent.wake.pocketsphinx import VERIFIED_KWS_THRESHOLD, kws_threshold_for
+        from agent.wake.verify import VerifiedWake
+
+        # Permissive on purpose: the verifier, not the spotter, keeps false accepts down.
+        first = PocketsphinxWake(
+            phrase, kws_threshold=kws_threshold_for(wake.threshold, VERIFIED_KWS_THRESHOLD)
+        )
+        return VerifiedWake(first, verifier)
     if engine == "vosk":
         from agent.wake.vosk import VoskWake
 
@@ -95,3 +108,23 @@ def create_engine(config: Config, *, model_dir: Path | None = None) -> WakeEngin
             )
         return OpenWakeWordWake(wake.openwakeword_model, phrase, threshold=wake.threshold)
     raise WakeError(f"wake.engine: unknown engine {wake.engine!r}", code="wake-engine-unknown")
+
+
+def load_verifier(config: Config) -> WhisperVerifier | None:
+    """The whisper verifier for English wake phrases, or None (logged) when its model or library is missing:
+    the spotter then runs alone at its standalone threshold."""
+    if config.language != "en":
+        return None
+    from agent.errors import CabinError
+    from agent.logging import get_logger
+
+    try:
+        from agent.models import open_store, resolve
+        from agent.wake.verify import WhisperVerifier
+
+        store = open_store(config)
+        model_id = resolve(config, "asr", "en", engine="whisper", manifest=store.manifest)
+        return WhisperVerifier(store.require(model_id), config.wake_phrase)
+    except (CabinError, ImportError, ValueError, RuntimeError, OSError) as err:
+        get_logger("wake").warning("wake-verify-unavailable", error=str(err))
+        return None

@@ -21,6 +21,8 @@ log = get_logger("wake")
 
 # Tuned on the wake test set (see docs/audio.md): the best detection rate with false accepts/hour within budget.
 DEFAULT_KWS_THRESHOLD = 1e-10
+# The first stage in front of the whisper verifier (agent.wake.verify): far more permissive, tuned with it.
+VERIFIED_KWS_THRESHOLD = 1e-40
 # wake.threshold 0 .. 1 spans this many decades around the default (0.5 = the default).
 THRESHOLD_SPAN_DECADES = 40.0
 # The keyword search is restarted now and then so a week-long utterance can't grow without bound.
