@@ -399,6 +399,10 @@ def _clean(value: Any) -> Any:
     """Strings as a driver would say them: the model sometimes closes a value with its own '}}' habit."""
     if isinstance(value, str):
         return value.strip().rstrip("}").strip()
+    if isinstance(value, float):
+        # The grammar lets the model write 21.000000000000004; nobody sets a car to that.
+        value = round(value, 3)
+        return int(value) if value.is_integer() else value
     return value
 
 
