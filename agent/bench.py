@@ -688,6 +688,7 @@ class ScriptedTurn:
     turn_before: int = 0
     speech_end_ms: float | None = None  # when the driver's last sample reached the microphone (monotonic ms)
     wake_missed: bool = False
+    load_1min: float | None = None  # the machine's load average as the driver stopped speaking
 
 
 def trim_silence(audio: np.ndarray, threshold_dbfs: float = -50.0, frame: int = 160) -> np.ndarray:
@@ -798,6 +799,7 @@ class BenchMic:
                 if start + self.block >= len(speech):
                     # The block carrying the driver's last sample arrives now (it ends with that sample).
                     turn.speech_end_ms = chunk.timestamp_ms
+                    turn.load_1min = round(os.getloadavg()[0], 2)
                 yield chunk
             async for chunk in self._noise_for(1.5):
                 yield chunk
@@ -983,6 +985,7 @@ async def spoken_turns(
                 "tool_plugins": sorted({plugin_of.get(c["name"], "?") for c in rec.tool_calls}),
                 "end_reason": rec.end_reason,
                 "at_s": round((turn.speech_end_ms - run_started) / 1000, 1),
+                "load_1min": turn.load_1min,
                 "end_to_first_audio_ms": None if total is None else round(total, 1),
                 "vad_speech_end_offset_ms": round(marks["speech_end"] - turn.speech_end_ms, 1)
                 if "speech_end" in marks
@@ -1553,11 +1556,17 @@ def plot(report: Mapping[str, Any], out_dir: Path, stem: str) -> dict[str, str]:
         if p50:
             ax.axhline(p50, color="black", linewidth=0.8, linestyle=":", label=f"p50 all ({p50:.0f} ms)")
     ax.axhline(1000, color="grey", linestyle="--", linewidth=1, label="vehicle p50 target")
+    loads = [(t["at_s"], t["load_1min"]) for t in turns if t.get("load_1min") is not None]
+    if loads:
+        twin = ax.twinx()
+        twin.plot(*zip(*loads, strict=True), color="grey", linewidth=0.8, alpha=0.6)
+        twin.set_ylabel("load average (1 min), grey line", fontsize=8, color="grey")
+        twin.set_ylim(bottom=0)
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("end of speech → first audio (ms)")
     ax.set_title(f"Latency over the run{load}", fontsize=10)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08 if loads else 1.01, 1.0))
     fig.tight_layout()
     path = out_dir / f"{stem}-over-time.png"
     fig.savefig(path, dpi=110)
