@@ -23,7 +23,7 @@ from agent.dialogue import classify_confirmation, detect_language
 from agent.errors import LlmError
 from agent.events import EventBus, TurnTimings
 from agent.llm.base import GenerationStep, LanguageModel
-from agent.llm.grounding import ground_arguments, prune_schema
+from agent.llm.grounding import cue_present, ground_arguments, prune_schema
 from agent.llm.prompts import line, system_prompt, tools_for_prompt
 from agent.logging import bind_turn, get_logger, unbind_turn
 from agent.plugins.base import Tool, ToolContext, ToolResult
@@ -32,6 +32,8 @@ from agent.plugins.loader import ToolRegistry
 log = get_logger("turn")
 
 CONFIRMATION_TIMEOUT_S = 60.0
+# Statuses of calls that never reached a plugin; TurnResult lists them apart from the calls made.
+REJECTED = frozenset({"unknown-tool", "invalid", "refused"})
 _DONE = object()
 
 
@@ -65,6 +67,8 @@ class TurnResult:
     timings_ms: dict[str, float]
     awaiting_confirmation: bool = False
     transcript: str | None = None
+    # Calls the model attempted that never reached a plugin (unknown tool, invalid, refused): kept for eval and logs.
+    rejected_calls: list[ToolCallRecord] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -75,6 +79,7 @@ class TurnResult:
             "language": self.language,
             "turn_id": self.turn_id,
             "awaiting_confirmation": self.awaiting_confirmation,
+            "rejected_calls": [c.as_dict() for c in self.rejected_calls],
         }
         if self.transcript is not None:
             out["transcript"] = self.transcript
@@ -208,7 +213,9 @@ class Assistant:
         finally:
             unbind_turn()
         timings.mark("total")
-        result = TurnResult(turn_id, text, language, calls, reply, timings.as_dict(), awaiting_confirmation=awaiting)
+        made = [c for c in calls if c.status not in REJECTED]
+        result = TurnResult(turn_id, text, language, made, reply, timings.as_dict(), awaiting_confirmation=awaiting,
+                            rejected_calls=[c for c in calls if c.status in REJECTED])
         self.events.publish("turn-finished", turn_id=turn_id, timings_ms=result.timings_ms)
         log.info("turn-finished", reply=reply, tools=[c.name for c in calls], timings_ms=result.timings_ms)
         return result
@@ -306,25 +313,32 @@ class Assistant:
             arguments = {k: _clean(v) for k, v in arguments.items()}
         record = ToolCallRecord(name, arguments if isinstance(arguments, dict) else {})
         calls.append(record)
-        problems = self.registry.validation_errors(name, arguments)
-        if problems:
-            record.valid, record.status, record.error = False, "invalid", "; ".join(problems)
-            log.warning("tool-call-invalid", tool=name, problems=problems)
-            reply = line(language, "clarify")
-            emit(reply)
-            return reply, False
+        if not isinstance(arguments, dict):
+            return self._reject(record, "invalid", f"unparseable arguments: {args_text[:80]!r}", "clarify",
+                                language, emit, messages)
 
-        # Grounding: drop optional arguments nobody said; refuse a call whose required ones were invented.
-        kept, ungrounded = ground_arguments(tool, record.arguments, ctx.utterance, self._aliases)
+        # Intent: "open the sunroof" must not become navigate_to("sunroof"). A follow-up to the same tool
+        # ("make it 22 instead") carries its intent from the previous turn.
+        if tool.intents and not cue_present(tool.intents, ctx.utterance) and name not in self._recent_tools():
+            return self._reject(record, "refused", f"nothing in the request asks for {name}", "cannot",
+                                language, emit, messages)
+
+        # Grounding, then repair: optional arguments nobody said, or that break the schema, are dropped;
+        # a call whose required arguments were invented is refused.
+        grounded, ungrounded = ground_arguments(tool, record.arguments, ctx.utterance, self._aliases)
+        invented = [k for k in record.arguments if k not in grounded]
+        kept, broken = self._without_invalid_optionals(tool, grounded)
         record.dropped_arguments = {k: v for k, v in record.arguments.items() if k not in kept}
         record.arguments = kept
-        if ungrounded or self.registry.validation_errors(name, kept):
-            record.status, record.error = "refused", f"not said by the driver: {', '.join(ungrounded) or 'arguments'}"
-            log.info("tool-call-refused", tool=name, ungrounded=ungrounded)
-            reply = line(language, "clarify" if ungrounded else "cannot")
-            emit(reply)
-            self._remember([messages[-1], {"role": "assistant", "content": reply}])
-            return reply, False
+        problems = self.registry.validation_errors(name, kept)
+        if ungrounded or (problems and invented):
+            # What is left of the call is what the model made up: nothing to do without asking.
+            return self._reject(record, "refused", f"not said by the driver: {', '.join(ungrounded or invented)}",
+                                "clarify", language, emit, messages)
+        if problems:
+            record.valid = False
+            return self._reject(record, "invalid", "; ".join([*broken, *problems]), "clarify", language, emit,
+                                messages)
 
         # History shows the call the way this model writes one (bare JSON), so follow-up turns keep calling tools.
         call_message = {"role": "assistant",
@@ -343,6 +357,51 @@ class Assistant:
         reply = await self._execute(tool, record, ctx, timings, messages=[*messages, call_message])
         emit(reply)
         return reply, False
+
+    def _reject(
+        self,
+        record: ToolCallRecord,
+        status: str,
+        why: str,
+        reply_key: str,
+        language: str,
+        emit: Callable[[str], Any],
+        messages: list[dict[str, Any]],
+    ) -> tuple[str, bool]:
+        """A call that never reaches a plugin: recorded with why, and one short honest line to the driver."""
+        record.status, record.error = status, why
+        log.info("tool-call-rejected", tool=record.name, status=status, why=why)
+        reply = line(language, reply_key)
+        emit(reply)
+        self._remember([messages[-1], {"role": "assistant", "content": reply}])
+        return reply, False
+
+    def _without_invalid_optionals(self, tool: Tool, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Drop optional arguments that break the schema (a fan level of 10**15): the rest of the call stands.
+
+        Returns the arguments kept and the validation errors of those dropped.
+        """
+        required = set(tool.parameters.get("required", []))
+        kept, reasons = dict(args), []
+        while True:
+            errors = self.registry.validation_errors(tool.name, kept)
+            droppable = {e.split(":", 1)[0].split(".", 1)[0] for e in errors} & set(kept) - required
+            if not droppable:
+                return kept, reasons
+            reasons += [e for e in errors if e.split(":", 1)[0].split(".", 1)[0] in droppable]
+            for name in droppable:
+                kept.pop(name)
+
+    def _recent_tools(self) -> set[str]:
+        """Tools called in the remembered turns (their calls are kept as `{"name": ...}` assistant messages)."""
+        names = set()
+        for turn in self.history[-max(1, self.config.llm.history_turns) :] if self.config.llm.history_turns else []:
+            for message in turn:
+                content = message.get("content") or ""
+                if message.get("role") == "assistant" and content.startswith('{"name"'):
+                    with contextlib.suppress(ValueError, AttributeError):
+                        names.add(json.loads(content)["name"])
+        return names
 
     def _tool_start_tokens(self) -> list[int]:
         return [t for t in (getattr(self.model, "tool_call_token", -1),) if t >= 0]

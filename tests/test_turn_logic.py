@@ -176,7 +176,8 @@ async def test_an_unknown_tool_gets_an_honest_cannot_and_no_plugin_runs(car, veh
 
     result = await say(car, "open the sunroof", on_text=heard.append)
 
-    [record] = result.tool_calls
+    assert result.tool_calls == [], "an attempted call that reached no plugin is not a call made"
+    [record] = result.rejected_calls
     assert (record.name, record.status, record.valid) == ("open_sunroof", "unknown-tool", False)
     assert result.reply == line("en", "cannot")
     assert heard == [result.reply]
@@ -196,7 +197,8 @@ async def test_an_unknown_tool_gets_an_honest_cannot_and_no_plugin_runs(car, veh
 async def test_arguments_that_break_the_schema_never_reach_the_vehicle(car, vehicle, utterance, problem):
     result = await say(car, utterance)
 
-    [record] = result.tool_calls
+    assert result.tool_calls == []
+    [record] = result.rejected_calls
     assert (record.status, record.valid) == ("invalid", False)
     assert problem in record.error
     assert record.result is None
@@ -207,7 +209,7 @@ async def test_arguments_that_break_the_schema_never_reach_the_vehicle(car, vehi
 async def test_an_invented_destination_is_refused(car, vehicle):
     result = await say(car, "take me somewhere nice")
 
-    [record] = result.tool_calls
+    [record] = result.rejected_calls
     assert record.status == "refused"
     assert "destination" in record.error
     assert vehicle.commands == [] and vehicle.route is None
@@ -217,7 +219,7 @@ async def test_an_invented_destination_is_refused(car, vehicle):
 async def test_chit_chat_answered_with_a_made_up_temperature_changes_nothing(car, vehicle):
     result = await say(car, "it's a bit chilly in here")
 
-    [record] = result.tool_calls
+    [record] = result.rejected_calls
     assert record.status == "refused"
     assert record.dropped_arguments == {"temperature_c": 24}
     assert vehicle.commands == []

@@ -166,13 +166,23 @@ def ground_arguments(tool: Any, args: dict[str, Any], utterance: str, aliases: I
 
 
 def prune_schema(tool: Any, utterance: str) -> dict[str, Any]:
-    """The tool's schema without the optional properties whose cue words the driver did not say."""
+    """The schema the arguments are decoded under for this utterance.
+
+    Optional properties whose cue words the driver did not say are left out, and small integer ranges become
+    enumerations: llama.cpp's schema grammar does not bound integers, and a model that starts "1" may go on
+    writing zeros (a fan level of 10**15).
+    """
     drop = {
         name for name, cues in tool.cues.items()
         if name not in tool.parameters.get("required", []) and not cue_present(cues, utterance)
     }
-    if not drop:
-        return tool.parameters
-    schema = dict(tool.parameters)
-    schema["properties"] = {k: v for k, v in schema.get("properties", {}).items() if k not in drop}
-    return schema
+    properties = {}
+    for name, prop in tool.parameters.get("properties", {}).items():
+        if name in drop:
+            continue
+        low, high = prop.get("minimum"), prop.get("maximum")
+        if prop.get("type") == "integer" and low is not None and high is not None and high - low <= 32:
+            prop = {k: v for k, v in prop.items() if k not in ("type", "minimum", "maximum")}
+            prop["enum"] = list(range(int(low), int(high) + 1))
+        properties[name] = prop
+    return {**tool.parameters, "properties": properties}

@@ -51,6 +51,9 @@ class Tool:
     # Optional arguments kept only when one of their cue words was said ("fan", "空调"): a model that fills in
     # every optional argument would otherwise change settings nobody asked for.
     cues: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    # Words at least one of which a request for this tool contains ("navigate", "take me", "导航"). A call
+    # whose utterance has none is refused: small models answer "open the sunroof" with navigate_to("sunroof").
+    intents: tuple[str, ...] = ()
     plugin: str = ""
 
     def schema_for_prompt(self) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 from agent.errors import ServiceError
 from agent.outbox.messages import outcome_text
 from agent.outbox.store import DELIVERED, Entry
+from dataclasses import replace
+
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
 from agent.plugins.deliveries.packages import SEED_PACKAGES, find_package
 from agent.services.access import Read, ServiceAccess
@@ -37,6 +39,17 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+# What a request for each tool says (see Tool.intents).
+_PARCEL = ("package", "packages", "parcel", "parcels", "delivery", "deliveries", "shipment", "courier", "shoes",
+           "charger", "快递", "包裹", "送货", "物流", "配送")
+INTENTS: dict[str, tuple[str, ...]] = {
+    "list_deliveries": _PARCEL,
+    "track_package": (*_PARCEL, "arrive", "arriving", "where", "到哪", "什么时候到"),
+    "reschedule_delivery": (*_PARCEL, "reschedule", "move", "push", "postpone", "instead", "改到", "改天", "推迟", "延期"),
+    "redirect_delivery": (*_PARCEL, "redirect", "send it to", "deliver", "改送", "送到"),
+    "hold_at_locker": ("locker", "lockers", "hold", "pick up", "pickup", "柜", "驿站", "自提"),
+}
+
 class DeliveriesPlugin(Plugin):
     name = "deliveries"
     requires_network = True
@@ -60,7 +73,7 @@ class DeliveriesPlugin(Plugin):
         ]
 
     def tools(self) -> list[Tool]:
-        return [
+        tools = [
             Tool(
                 "list_deliveries",
                 "List the driver's packages that are on their way.",
@@ -109,6 +122,7 @@ class DeliveriesPlugin(Plugin):
                 requires_network=True,
             ),
         ]
+        return [replace(t, intents=INTENTS.get(t.name, t.intents)) for t in tools]
 
     # ------------------------------------------------------------ reading
 

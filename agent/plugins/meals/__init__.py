@@ -13,6 +13,8 @@ from typing import Any
 from agent.errors import ServiceError
 from agent.outbox.messages import outcome_text
 from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry
+from dataclasses import replace
+
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
 from agent.plugins.meals.menu import RESTAURANTS, find_item, menu_vocabulary
 from agent.services.access import Queued, ServiceAccess
@@ -76,6 +78,17 @@ RESTAURANT_CUES = (
 )
 
 
+# What a request for each tool says (see Tool.intents); the menu's own words count for ordering and searching.
+_FOOD = ("order", "food", "eat", "hungry", "lunch", "dinner", "breakfast", "snack", "drink", "coffee", "menu",
+         "restaurant", "takeout", "delivery", "点", "外卖", "吃", "饿", "喝", "杯", "份", "餐", "饭", "菜单")
+INTENTS: dict[str, tuple[str, ...]] = {
+    "search_restaurants": (*_FOOD, "find", "nearby", "near", "place", "找", "附近", *menu_vocabulary()),
+    "order_meal": (*_FOOD, *menu_vocabulary()),
+    "order_status": ("order", "food", "delivery", "arrive", "where is", "how long", "status", "订单", "外卖", "到哪",
+                     "多久", "送到"),
+    "cancel_order": ("cancel", "取消", "不要了"),
+}
+
 class MealsPlugin(Plugin):
     name = "meals"
     requires_network = True
@@ -92,7 +105,7 @@ class MealsPlugin(Plugin):
         return menu_vocabulary()
 
     def tools(self) -> list[Tool]:
-        return [
+        tools = [
             Tool(
                 name="search_restaurants",
                 description="Find restaurants or dishes near the car, by dish or cuisine (e.g. pizza, noodles, coffee).",
@@ -170,6 +183,7 @@ class MealsPlugin(Plugin):
                 needs_confirmation=True,
             ),
         ]
+        return [replace(t, intents=INTENTS.get(t.name, t.intents)) for t in tools]
 
     # ------------------------------------------------------------ confirmation (asked by the turn engine)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dataclasses import replace
+
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
 from agent.plugins.vehicle.state import SimulatedVehicle, VehicleAdapter, match_name
 
@@ -15,6 +17,22 @@ def _say(ctx: ToolContext, en: str, zh: str) -> str:
 def _fmt_temp(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
+
+# What a request for each tool says (see Tool.intents); English and Chinese.
+INTENTS: dict[str, tuple[str, ...]] = {
+    "set_climate": ("temperature", "temp", "degree", "degrees", "warm", "warmer", "cool", "cooler", "cold", "colder",
+                    "hot", "heat", "heating", "chilly", "freezing", "stuffy", "fan", "blower", "ac", "a/c", "a c", "air con", "aircon", "air",
+                    "climate", "defrost", "温度", "度", "空调", "风", "冷", "热", "暖", "凉"),
+    "navigate_to": ("navigate", "navigation", "take me", "go to", "go home", "drive to", "drive me", "directions",
+                    "route", "head to", "get to", "get me to", "way to", "home", "work", "office", "导航", "去",
+                    "到", "回家", "路线", "开往"),
+    "play_media": ("play", "put on", "listen", "music", "song", "songs", "radio", "podcast", "album", "playlist",
+                   "station", "放", "播", "听", "音乐", "歌", "电台", "广播", "播客"),
+    "media_control": ("pause", "resume", "continue", "next", "skip", "previous", "back", "volume", "louder",
+                      "quieter", "softer", "turn it up", "turn it down", "turn up", "turn down", "mute", "stop",
+                      "暂停", "继续", "下一", "上一", "音量", "大声", "小声", "换一首", "切歌", "停"),
+    "call_contact": ("call", "phone", "ring", "dial", "打电话", "打给", "呼叫", "拨", "电话"),
+}
 
 class VehiclePlugin(Plugin):
     name = "vehicle"
@@ -35,7 +53,7 @@ class VehiclePlugin(Plugin):
 
     def tools(self) -> list[Tool]:
         low, high = self.limits
-        return [
+        tools = [
             Tool(
                 name="set_climate",
                 description="Set the cabin temperature in degrees Celsius, the fan speed, or turn the air "
@@ -74,7 +92,8 @@ class VehiclePlugin(Plugin):
             ),
             Tool(
                 name="play_media",
-                description="Play music, a radio station or a podcast matching a query (song, artist, genre).",
+                description="Start playing music, a radio station or a podcast the driver names (song, artist, genre); "
+                "not for skipping, pausing or volume.",
                 parameters={
                     "type": "object",
                     "properties": {
@@ -90,7 +109,8 @@ class VehiclePlugin(Plugin):
             ),
             Tool(
                 name="media_control",
-                description="Control what is playing: pause, resume, next, previous, volume up or volume down.",
+                description="Control what is already playing: pause, resume, skip to the next or previous track, "
+                "volume up or down.",
                 parameters={
                     "type": "object",
                     "properties": {
@@ -117,6 +137,7 @@ class VehiclePlugin(Plugin):
                 grounded=("name",),
             ),
         ]
+        return [replace(t, intents=INTENTS.get(t.name, t.intents)) for t in tools]
 
     async def _set_climate(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         zone = args.get("zone", "all")
