@@ -583,6 +583,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 lines.append("  - the wake engine and the VAD run on every 30 ms block while idle.")
     for note in report.get("notes", []):
         lines.append(f"- {note}")
+    if report.get("errors"):
+        lines += ["", "## Phases that failed", ""]
+        lines += [f"- {name}: {error}" for name, error in report["errors"].items()]
     lines.append("")
     return "\n".join(lines)
 
@@ -676,7 +679,7 @@ def write_config(config: Any, path: Path) -> Path:
 # ======================================================================== the cabin microphone
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the script repeats the same request, and arrays don't compare
 class ScriptedTurn:
     kind: str
     voice: str
@@ -769,7 +772,7 @@ class BenchMic:
 
     async def stream(self) -> AsyncIterator[Any]:
         self._started = time.monotonic()
-        for turn in self.turns:
+        for number, turn in enumerate(self.turns, start=1):
             gate = "follow-up" if turn.trigger == "follow-up" else "idle"
             waited = 0.0
             while not self._ready(gate) and waited < self.max_wait_seconds:
@@ -777,7 +780,6 @@ class BenchMic:
                 waited += BLOCK_MS / 1000
             if waited >= self.max_wait_seconds:
                 log.warning("bench-gate-timeout", text=turn.text, gate=gate)
-            number = self.turns.index(turn) + 1
             _say(f"  turn {number}/{len(self.turns)} ({turn.trigger}, waited {waited:.1f} s): {turn.text}")
             async for chunk in self._noise_for(0.6):
                 yield chunk
@@ -1649,7 +1651,8 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
             "history_turns": config.llm.history_turns,
         }
         try:
-            if "first-token" not in opts.skip:
+            with _phase(report, "first-token", opts):
+                _unless_skipped("first-token", opts)
                 _say("first token: cold (fresh process, empty prompt cache)…")
                 cold = await asyncio.to_thread(run_probe, config_path, cache, "cold")
                 _say("first token: after a restart (fresh process, cache file from the cold run)…")
@@ -1665,7 +1668,8 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
                     "model_load_ms": restart["load_ms"],
                     "probes": {"cold": cold, "restart": restart},
                 }
-            if "idle" not in opts.skip:
+            with _phase(report, "idle", opts):
+                _unless_skipped("idle", opts)
                 noise = write_noise_wav(work / "cabin-noise.wav", opts.idle_seconds + 30, opts.snr_db)
                 _say(f"daemon: start-up to ready, then {opts.idle_seconds:.0f} s idle in cabin noise…")
                 report["idle"] = await asyncio.to_thread(
@@ -1674,7 +1678,8 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
             # The parent's own model uses the bench's prompt cache too (restored from the probes' file).
             os.environ["CACHE_DIRECTORY"] = str(cache)
             assistant = pipeline = None
-            if "turns" not in opts.skip:
+            with _phase(report, "turns", opts):
+                _unless_skipped("turns", opts)
                 script = build_script(opts.turns, opts.trigger)
                 _say(f"synthesising {len(script)} requests (Piper, espeak-ng; cached)…")
                 await asyncio.to_thread(synthesise, script, config, voices_cache)
@@ -1691,7 +1696,8 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
                 from agent.runtime import build_assistant
 
                 assistant = await build_assistant(config)
-            if "overhead" not in opts.skip:
+            with _phase(report, "overhead", opts):
+                _unless_skipped("overhead", opts)
                 _say("our layers vs the bare engines…")
                 from agent.voice import build_stages
 
@@ -1714,7 +1720,8 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
                 report["overhead"] = ov
                 if stages is not None:
                     await stages.aclose()
-            if "eval" not in opts.skip:
+            with _phase(report, "eval", opts):
+                _unless_skipped("eval", opts)
                 _say(f"understanding: {opts.eval_limit or 'all'} eval cases…")
                 report["understanding"] = await understanding(assistant, opts.eval_set, opts.eval_limit)
             if pipeline is not None:
@@ -1730,6 +1737,31 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
     report["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["targets"] = target_rows(report)
     return report
+
+
+class _Skipped(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _phase(report: dict[str, Any], name: str, opts: BenchOptions) -> Any:
+    """One phase: skipped when asked (its body starts with `_unless_skipped`); a phase that fails is
+    reported and the others still run."""
+    try:
+        yield
+    except _Skipped:
+        pass
+    except Exception as err:  # one broken phase must not cost the whole run's measurements
+        import traceback
+
+        traceback.print_exc()
+        report.setdefault("errors", {})[name] = f"{type(err).__name__}: {err}"
+        _say(f"phase {name} failed: {type(err).__name__}: {err}")
+
+
+def _unless_skipped(name: str, opts: BenchOptions) -> None:
+    if name in opts.skip:
+        raise _Skipped
 
 
 def _noisy(speech: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
