@@ -1641,7 +1641,8 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
         report["profile"] = {
             "profile": config.models.profile,
             "llm": llm_model(config)[0],
-            "n_threads": config.llm.n_threads,
+            # None = agent.runtime's default: all cores but one
+            "n_threads": config.llm.n_threads or f"auto: {max(1, (os.cpu_count() or 2) - 1)}",
             "asr": concrete.asr.engine,
             "wake": concrete.wake.engine,
             "vad": config.vad.engine,
