@@ -64,7 +64,7 @@ class TurnRecord:
     """One request from trigger to silence. `marks` are monotonic ms (agent.events.now_ms)."""
 
     index: int
-    trigger: str  # engine, push-to-talk, follow-up
+    trigger: str  # wake, push-to-talk, follow-up, text (the control socket's say)
     barge_in: bool = False  # it interrupted the car
     marks: dict[str, float] = field(default_factory=dict)
     end_reason: str | None = None  # why listening ended (silence, max-length, no-speech, source-ended)
@@ -247,6 +247,54 @@ class VoicePipeline:
         busy = self._active is not None
         await self._interrupt("cancel")
         return busy
+
+    async def request(self, text: str) -> TurnRecord:
+        """A typed request (the control socket's `say`, `cabin-agent ask`), served like a spoken one.
+
+        One request at a time, so it never shares the model with a voice turn: whatever the car is doing
+        is interrupted first (control before data), then the turn runs and the reply is spoken. Returns the
+        record once the reply has been spoken (or the request was interrupted, e.g. by the wake phrase).
+        Cancelling the caller does not cancel the request: the driver still hears the answer.
+        """
+        if self._active is not None or self._listening is not None:
+            await self._interrupt("text-request")
+        self._turns += 1
+        record = TurnRecord(self._turns, "text")
+        # The request is complete when it arrives: latencies are measured from here.
+        for name in ("listening", "speech_end", "endpoint", "transcript_final"):
+            record.mark(name)
+        record.transcript = text
+        self._set_state(State.THINKING, turn=record.index)
+        self._active_record = record
+        task = self._own(self._serve_text(record, text), f"turn-{record.index}")
+        self._active = task
+        await asyncio.wait({task})
+        return record
+
+    async def _serve_text(self, record: TurnRecord, text: str) -> None:
+        try:
+            await self._reply(record, text)
+            record.outcome = "replied"
+            self.detector.open_follow_up()
+        except asyncio.CancelledError:
+            record.outcome = "interrupted"
+            raise
+        except Exception as err:  # the driver hears a short apology; the loop goes on
+            record.outcome, record.error = "failed", f"{type(err).__name__}: {err}"
+            log.exception("turn-failed", turn=record.index)
+            with contextlib.suppress(Exception):
+                await self._speak(record, self._once(line(self.config.language, "failed")))
+        finally:
+            record.mark("done")
+            self.records.append(record)
+            self.events.publish("turn-record", **record.as_dict())
+            log.info(
+                "turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms()
+            )
+            if asyncio.current_task() is self._active:
+                self._active = None
+                self.detector.set_speaking(False)
+                self._set_state(State.IDLE)
 
     def announce(self, text: str, *, id: Any = None, language: str | None = None) -> None:  # noqa: A002
         """Queue a text to speak the next time the car is idle (never over the driver or another reply)."""

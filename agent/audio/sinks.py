@@ -297,3 +297,66 @@ class WavSink:
 
     async def aclose(self) -> None:
         self._close()
+
+
+class NullSink:
+    """A speaker nobody hears (`cabin-agent run --output null`, benchmarks): the audio is counted, not kept.
+
+    With `pace_realtime` a playback lasts as long as its audio, so the car's speaking state (and barge-in)
+    takes the time it would in the cabin.
+    """
+
+    def __init__(
+        self, *, pace_realtime: bool = True, on_first_audio: FirstAudioCallback | None = None
+    ) -> None:
+        self.pace_realtime = pace_realtime
+        self.on_first_audio = on_first_audio
+        self.first_audio_ms: float | None = None
+        self.playbacks = 0
+        self.samples_played = 0
+        self._playing = False
+        self._rate = 0
+        self._started = 0.0
+        self._written = 0
+
+    @property
+    def playing(self) -> bool:
+        return self._playing
+
+    async def play(self, chunk: AudioChunk) -> None:
+        if not self._playing:
+            self._playing = True
+            self.playbacks += 1
+            self._rate = chunk.rate
+            self.first_audio_ms, self._started, self._written = None, time.monotonic(), 0
+        if self.pace_realtime:
+            ahead = self._started + self._written / self._rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            if not self._playing:  # stopped while we waited
+                return
+        samples = chunk.to_format(self._rate, 1).samples
+        self._written += samples
+        self.samples_played += samples
+        if self.first_audio_ms is None and samples:
+            self.first_audio_ms = now_ms()
+            if self.on_first_audio is not None:
+                self.on_first_audio(self.first_audio_ms)
+
+    async def wait_first_audio(self, timeout_seconds: float = 10.0) -> float | None:
+        return self.first_audio_ms
+
+    async def drain(self, timeout_seconds: float | None = None) -> None:
+        if not self._playing:
+            return
+        if self.pace_realtime:
+            ahead = self._started + self._written / self._rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.wait_for(asyncio.sleep(ahead), timeout=timeout_seconds)
+        self._playing = False
+
+    def stop(self) -> None:
+        self._playing = False
+
+    async def aclose(self) -> None:
+        self._playing = False

@@ -165,20 +165,77 @@ class RawSource:
         except FileNotFoundError:
             raise AudioError(f"raw audio file not found: {self.path}", code="audio-file-missing") from None
 
+    def _read_blocks(
+        self,
+        want: int,
+        deliver: Any,
+        credits: threading.Semaphore,
+        stopping: threading.Event,
+    ) -> None:
+        """The reader thread: open, then read blocks until EOF or `stopping`, handing each to the loop.
+
+        Opening a FIFO waits for its writer and a read from a stalled pipe never returns; both happen here, so
+        a stalled writer stalls the audio (and the watchdog sees it), never the event loop. The thread is a
+        daemon and is not joined: a read that never returns must not hold up shutdown either.
+        """
+        try:
+            handle, owned = self._open()
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            deliver(err)
+            return
+        read = getattr(handle, "read1", handle.read)  # what is there now, not a full block of a slow pipe
+        try:
+            while not stopping.is_set():
+                if not credits.acquire(timeout=0.25):  # the consumer is behind: wait, don't buffer the file
+                    continue
+                data = read(want)
+                deliver(data)
+                if not data:
+                    return
+        except BaseException as err:  # noqa: BLE001
+            deliver(err)
+        finally:
+            if owned:
+                handle.close()
+
     async def stream(self) -> AsyncIterator[AudioChunk]:
-        handle, owned = self._open()
+        loop = asyncio.get_running_loop()
         frame = 2 * self.input_channels
         want = block_samples(self.input_rate_hz, self.block_ms) * frame
+        pending: collections.deque[bytes | BaseException] = collections.deque()
+        arrived = asyncio.Event()
+        credits = threading.Semaphore(64)  # blocks read ahead of the consumer (about 2 s)
+        stopping = threading.Event()
+
+        def on_loop(item: bytes | BaseException) -> None:
+            pending.append(item)
+            arrived.set()
+
+        def deliver(item: bytes | BaseException) -> None:  # reader thread -> loop (STYLE habit 5)
+            try:
+                loop.call_soon_threadsafe(on_loop, item)
+            except RuntimeError:  # the loop is closed: nobody listens any more
+                stopping.set()
+
+        reader = threading.Thread(
+            target=self._read_blocks, args=(want, deliver, credits, stopping), name="raw-audio", daemon=True
+        )
+        reader.start()
         started = time.monotonic()
         sent_samples = 0
         carry = b""
         try:
             while True:
-                # Blocking reads (a pipe may stall) stay off the event loop.
-                data = await asyncio.to_thread(handle.read, want - len(carry))
-                if not data:
+                while not pending:
+                    arrived.clear()
+                    await arrived.wait()
+                item = pending.popleft()
+                credits.release()
+                if isinstance(item, BaseException):
+                    raise item
+                if not item:
                     break
-                data = carry + data
+                data = carry + item
                 usable = len(data) - len(data) % frame
                 data, carry = data[:usable], data[usable:]
                 if not data:
@@ -189,8 +246,7 @@ class RawSource:
                 sent_samples += chunk.samples
                 yield chunk.to_format(self.rate_hz, 1)
         finally:
-            if owned:
-                handle.close()
+            stopping.set()  # the reader ends after its current read (at once unless the writer stalled)
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
         return self.stream()

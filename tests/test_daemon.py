@@ -1,0 +1,670 @@
+"""The real daemon (`python -m agent run --input raw:FIFO --output wav:DIR`) under a test systemd.
+
+The test is the service manager: it binds the NOTIFY_SOCKET (a path, and the abstract `@` form), sets
+WATCHDOG_USEC=2 s, and is the cabin microphone, writing quiet noise into a FIFO at real-time pace from a
+thread. It checks what issue 5 asks of `cabin-agent run`: STATUS=loading models then READY=1 (timed cold,
+with an empty prompt cache, and again with the cache the first run persisted), WATCHDOG=1 while audio flows
+and none for longer than WatchdogSec= once the microphone stalls, `cabin-agent status` over the control
+socket, a typed request spoken into a WAV file, an announcement owed from the outbox spoken and marked,
+SIGTERM -> STOPPING=1 and exit 0 (also with the FIFO stalled mid-read, and during the start), and exit 78
+with one line on stderr for a bad config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import store_model
+
+LLM = "qwen2.5-coder-0.5b-instruct-q4_k_m"  # the dev profile's small model keeps the test fast
+MODELS = (LLM, "whisper-tiny.en", "piper-en_US-joe-medium")  # the dev profile's stages for English
+WATCHDOG_S = 2.0
+RATE_HZ = 16000
+BLOCK_MS = 30
+READY_TIMEOUT_S = 150.0  # a cold start on two busy cores; normally 10-30 s
+STOP_TIMEOUT_S = 10.0  # the unit's TimeoutStopSec= is 15
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+class NotifySocket:
+    """systemd's side of sd_notify: a datagram socket; a thread records each message and its arrival."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="notify", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            message = dict(line.split("=", 1) for line in data.split("\n") if "=" in line)
+            with self._lock:
+                self.messages.append((time.monotonic(), message))
+
+    def snapshot(self, since: float = 0.0) -> list[tuple[float, dict[str, str]]]:
+        with self._lock:
+            return [(t, m) for t, m in self.messages if t >= since]
+
+    def wait_for(
+        self, match: Callable[[dict[str, str]], bool], timeout_s: float, *, since: float = 0.0, proc=None
+    ) -> tuple[float, dict[str, str]]:
+        """The first message since `since` that matches; fails after `timeout_s` or when `proc` exits."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            for t, message in self.snapshot(since):
+                if match(message):
+                    return t, message
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"daemon exited {proc.returncode} while waiting; {self.describe(since)}")
+            time.sleep(0.05)
+        raise AssertionError(f"no matching message within {timeout_s}s; {self.describe(since)}")
+
+    def pings(self, since: float = 0.0, until: float = float("inf")) -> list[float]:
+        return [t for t, m in self.snapshot(since) if m.get("WATCHDOG") == "1" and t <= until]
+
+    def describe(self, since: float = 0.0) -> str:
+        return "got " + repr([m for _, m in self.snapshot(since)][-20:])
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+class Microphone:
+    """Writes quiet cabin noise (16 kHz mono s16le) into the daemon's FIFO at real-time pace from a thread.
+
+    `stall()` keeps the FIFO open but stops writing: to the daemon a microphone read that never returns.
+    """
+
+    def __init__(self, fifo: Path) -> None:
+        self.fifo = fifo
+        self.feeding = threading.Event()
+        self.feeding.set()
+        self.written_s = 0.0
+        self._done = threading.Event()
+        self._rng = np.random.default_rng(5)
+        self._speech: list[np.ndarray] = []  # clips to say, in order, instead of noise
+        self._speech_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="microphone", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fd = os.open(self.fifo, os.O_WRONLY)  # waits for the daemon to open its end, as a real writer would
+        try:
+            samples = RATE_HZ * BLOCK_MS // 1000
+            started = time.monotonic()
+            blocks = 0
+            while not self._done.is_set():
+                if not self.feeding.wait(timeout=0.1):
+                    started, blocks = time.monotonic(), 0  # resume at real time, not in a burst
+                    continue
+                block = np.clip(self._rng.normal(0, 40, samples), -32768, 32767)
+                with self._speech_lock:
+                    if self._speech:
+                        clip = self._speech[0][:samples]
+                        self._speech[0] = self._speech[0][samples:]
+                        if not len(self._speech[0]):
+                            self._speech.pop(0)
+                        block[: len(clip)] = np.clip(block[: len(clip)] + clip, -32768, 32767)
+                os.write(fd, block.astype("<i2").tobytes())
+                blocks += 1
+                self.written_s += BLOCK_MS / 1000
+                ahead = started + blocks * BLOCK_MS / 1000 - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+        except (BrokenPipeError, OSError):
+            pass  # the daemon closed its end (it stopped)
+        finally:
+            os.close(fd)
+
+    def say(self, pcm: np.ndarray) -> float:
+        """Speak a 16 kHz clip into the cabin (over the noise); returns its length in seconds."""
+        with self._speech_lock:
+            self._speech.append(pcm.astype(np.float64))
+        return len(pcm) / RATE_HZ
+
+    @property
+    def speaking(self) -> bool:
+        with self._speech_lock:
+            return bool(self._speech)
+
+    def stall(self) -> None:
+        self.feeding.clear()
+
+    def close(self) -> None:
+        self._done.set()
+        self.feeding.set()
+        self._thread.join(
+            timeout=2
+        )  # a writer still blocked in open() (daemon never read) is a daemon thread
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen
+    started: float
+    notify: NotifySocket
+    control_socket: Path
+    log_path: Path
+    out_dir: Path
+    env: dict[str, str]
+    microphone: Microphone | None = None
+    stopping_s: float | None = None  # SIGTERM to STOPPING=1
+    exit_s: float | None = None  # SIGTERM to exit
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    def log_events(self, name: str) -> list[dict]:
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if event.get("event") == name:
+                    events.append(event)
+        return events
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self) -> float:
+        """STATUS=loading models, then READY=1; returns seconds from the process start to READY."""
+        try:
+            _, first = self.notify.wait_for(lambda m: "STATUS" in m, 30, proc=self.proc)
+            assert first["STATUS"] == "loading models", self.notify.describe()
+            t, ready = self.notify.wait_for(lambda m: "READY" in m, READY_TIMEOUT_S, proc=self.proc)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n--- daemon log ---\n{self.log_tail()}") from None
+        assert ready == {"READY": "1", "STATUS": "listening"}
+        assert not self.notify.pings(until=t), "WATCHDOG=1 before READY=1"
+        return t - self.started
+
+    def control(self, cmd: str, timeout_s: float = 10.0, **args: object) -> object:
+        from agent.control import request_sync
+
+        return request_sync(self.control_socket, cmd, timeout_s=timeout_s, **args)
+
+    def terminate(self, exit_timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM as systemd sends it: STOPPING=1 at once, then the exit within `exit_timeout_s`."""
+        sent = time.monotonic()
+        self.proc.terminate()
+        t, _ = self.notify.wait_for(lambda m: m.get("STOPPING") == "1", 3.0, since=sent)
+        self.stopping_s = t - sent
+        try:
+            status = self.proc.wait(timeout=exit_timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit {exit_timeout_s}s after SIGTERM\n{self.log_tail()}") from None
+        self.exit_s = time.monotonic() - sent
+        # Every shutdown step finished in time and without an error, and nothing failed on the way.
+        for problem in ("release-failed", "release-timeout", "tasks-slow-to-stop", "task-failed"):
+            assert not self.log_events(problem), (problem, self.log_events(problem))
+        return status
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.microphone is not None:
+            self.microphone.close()
+        for step in self.cleanup:
+            step()
+
+
+def model_store() -> Path:
+    """The real model store (the dev models), found before HOME and XDG_CACHE_HOME point into tmp."""
+    from agent.config import Config, model_store_dir
+
+    for model_id in MODELS:
+        store_model(model_id)  # skipped locally, failed in CI when missing
+    return model_store_dir(Config())
+
+
+def daemon_env(
+    tmp_path: Path, notify: str, cache_dir: Path, store: Path | None = None, **extra: str
+) -> dict[str, str]:
+    home = tmp_path / "home"
+    for sub in ("state", "config", "runtime"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    (home / "runtime").chmod(0o700)
+    config = tmp_path / "config.yaml"
+    if not config.exists():
+        config.write_text("logging:\n  format: json\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CABIN_AGENT", "WATCHDOG_", "NOTIFY_"))}
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CACHE_HOME": str(cache_dir),
+            "XDG_STATE_HOME": str(home / "state"),
+            "XDG_CONFIG_HOME": str(home / "config"),
+            "XDG_RUNTIME_DIR": str(home / "runtime"),
+            "CABIN_AGENT_CONFIG": str(config),
+            "CABIN_AGENT__MODELS__STORE": str(store or model_store()),
+            "CABIN_AGENT__LLM__MODEL": LLM,
+            "CABIN_AGENT__CONTROL__SOCKET_PATH": str(tmp_path / "control.sock"),
+            "CABIN_AGENT__OUTBOX__PATH": str(tmp_path / "outbox.sqlite3"),
+            # Audio must beat within max(5 s, 2 x this): a stall is noticed 5 s after the last chunk.
+            "CABIN_AGENT__AUDIO__RECONNECT_MAX_SECONDS": "1",
+            # No services and no D-Bus in a test: a closed port, probed and found offline.
+            "CABIN_AGENT__SERVICES__MEALS__BASE_URL": "http://127.0.0.1:9",
+            "CABIN_AGENT__SERVICES__DELIVERIES__BASE_URL": "http://127.0.0.1:9",
+            "CABIN_AGENT__CONNECTIVITY__USE_NETWORKMANAGER": "false",
+            "NOTIFY_SOCKET": notify,
+            "WATCHDOG_USEC": str(int(WATCHDOG_S * 1_000_000)),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_daemon(
+    tmp_path: Path, notify_address: str, cache_dir: Path, *, watchdog_pid: bool = False, feed: bool = True
+) -> Daemon:
+    fifo = tmp_path / "mic.fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    out_dir = tmp_path / "replies"
+    notify = NotifySocket(notify_address)
+    env = daemon_env(tmp_path, notify_address, cache_dir)
+    command = [sys.executable, "-m", "agent", "run", "--input", f"raw:{fifo}", "--output", f"wav:{out_dir}"]
+    if watchdog_pid:
+        # As systemd does: WATCHDOG_PID names the main process. The shell's pid is the daemon's after exec.
+        command = ["/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$@"', "sh", *command]
+    log_path = tmp_path / f"daemon-{uuid.uuid4().hex[:6]}.log"
+    log_file = log_path.open("w")
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=log_file, stderr=subprocess.STDOUT
+    )
+    daemon = Daemon(proc, started, notify, tmp_path / "control.sock", log_path, out_dir, env)
+    daemon.cleanup += [notify.close, log_file.close]
+    if feed:
+        daemon.microphone = Microphone(fifo)
+    return daemon
+
+
+def driver_says(*parts: str | float) -> np.ndarray:
+    """What the driver says, synthesised by the store's Piper voice at 16 kHz; a number is a pause (s)."""
+    from agent.audio.chunk import AudioChunk
+    from agent.config import Config
+    from agent.tts.factory import voice_file
+    from agent.tts.piper import PiperTts
+
+    piper = PiperTts(voice_file(Config(), "en"), threads=1, warm_up=False)
+    clips = []
+    for part in parts:
+        if isinstance(part, str):
+            chunk = AudioChunk(piper.synthesize_blocking(part), rate=piper.sample_rate_hz)
+            clip = np.frombuffer(chunk.to_format(RATE_HZ, 1).pcm, dtype="<i2").astype(np.float64)
+            clips.append(clip * (3000 / max(1.0, float(np.sqrt(np.mean(clip**2))))))  # about -21 dBFS
+        else:
+            clips.append(np.zeros(int(part * RATE_HZ)))
+    return np.concatenate(clips)
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def notify_address(tmp_path: Path, kind: str) -> str:
+    if kind == "abstract":
+        return f"@cabin-agent-test-{uuid.uuid4().hex}"
+    return str(tmp_path / "notify.sock")
+
+
+# ---------------------------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.model
+def test_ready_watchdog_status_stall_and_sigterm_cold_then_persisted_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"  # empty: no prompt cache yet
+    cache.mkdir()
+
+    # 1. Cold: the system prompt's KV cache is computed (and persisted into the cache dir).
+    (tmp_path / "cold").mkdir()
+    cold = start_daemon(tmp_path / "cold", notify_address(tmp_path, "path"), cache)
+    try:
+        cold_ready_s = cold.wait_ready()
+        cold_load = load_average()
+        (ready_event,) = cold.log_events("ready")
+        assert ready_event["prompt_cache"] == "computed"
+        assert list((cache / "cabin-agent" / "prompt-cache").glob(f"{LLM}-*.kv")), (
+            "prompt cache not persisted"
+        )
+
+        # Audio flows: WATCHDOG=1 every WatchdogSec/4.
+        window_start = time.monotonic()
+        time.sleep(3 * WATCHDOG_S / 2)
+        pings = cold.notify.pings(since=window_start)
+        assert len(pings) >= 4, cold.notify.describe(window_start)
+        assert max(np.diff([window_start, *pings, time.monotonic()])) < WATCHDOG_S
+
+        # `cabin-agent status` answers over the control socket while it runs.
+        status = subprocess.run(
+            [sys.executable, "-m", "agent", "status", "--json"],
+            env=cold.env,
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert status.returncode == 0, status.stderr
+        reply = json.loads(status.stdout)
+        assert reply["state"] == "idle"
+        assert reply["pid"] == cold.proc.pid
+        assert reply["models"]["llm"] == LLM
+        assert reply["models"]["prompt_cache"]["source"] == "computed"
+        assert reply["models"]["asr"] == "whisper" and reply["models"]["tts"] == "piper"
+        assert reply["outbox"]["pending"] == 0 and set(reply["outbox"]) >= {
+            "pending",
+            "in-flight",
+            "delivered",
+        }
+        assert reply["health"]["healthy"] is True, reply["health"]
+        assert reply["health"]["components"]["audio"]["beats"] > 50
+        assert reply["pipeline"]["audio_lag"]["idle"]["chunks"] > 50
+        assert (
+            reply["connectivity"]["meals"]["online"] is False
+        )  # port 9 is closed: offline, and still serving
+
+        assert cold.terminate() == 0
+        assert not cold.control_socket.exists()  # removed on the way out
+        assert cold.log_events("stopped")
+    finally:
+        cold.close()
+
+    # 2. Warm: the same cache dir, so the prompt cache is restored from the file the cold run wrote.
+    (tmp_path / "warm").mkdir()
+    warm = start_daemon(tmp_path / "warm", notify_address(tmp_path / "warm", "path"), cache)
+    try:
+        warm_ready_s = warm.wait_ready()
+        warm_load = load_average()
+        (ready_event,) = warm.log_events("ready")
+        assert ready_event["prompt_cache"] == "file"
+        print(
+            f"\nREADY after start: cold (prompt cache computed) {cold_ready_s:.1f} s "
+            f"[daemon: {cold.log_events('ready')[0]['ready_s']} s, {cold_load}]; "
+            f"persisted prompt cache {warm_ready_s:.1f} s [daemon: {ready_event['ready_s']} s, {warm_load}]"
+        )
+        healthy_since = time.monotonic()
+        warm.notify.wait_for(lambda m: m.get("WATCHDOG") == "1", WATCHDOG_S, since=healthy_since)
+
+        # 3. The microphone stalls (FIFO open, nothing written): the audio loop stops beating, the pings stop.
+        assert warm.microphone is not None
+        warm.microphone.stall()
+        stalled = time.monotonic()
+        t, unhealthy = warm.notify.wait_for(
+            lambda m: m.get("STATUS", "").startswith("unhealthy: audio: no progress"), 12, since=stalled
+        )
+        assert t - stalled >= 4.0  # the audio deadline is 5 s: not before it
+        quiet_from = time.monotonic()
+        time.sleep(WATCHDOG_S * 1.5)  # longer than WatchdogSec=: systemd would kill and restart it now
+        assert not warm.notify.pings(since=t), warm.notify.describe(t)
+        assert warm.proc.poll() is None  # alive and answering: only the watchdog can tell
+        reply = warm.control("status")
+        assert isinstance(reply, dict) and reply["health"]["healthy"] is False
+        assert any(r.startswith("audio: no progress") for r in reply["health"]["reasons"])
+        assert time.monotonic() - quiet_from > WATCHDOG_S
+
+        # 4. SIGTERM while the daemon's reader is stuck in a read of the stalled FIFO: still a clean exit 0.
+        assert warm.terminate() == 0
+        assert warm.log_events("stopped")
+    finally:
+        warm.close()
+
+
+@pytest.mark.model
+def test_abstract_socket_spoken_and_typed_requests_and_owed_announcement(tmp_path: Path) -> None:
+    from agent.outbox.store import OutboxStore
+
+    # An outcome that finished while the car was off: the daemon owes the driver this sentence.
+    store = OutboxStore(tmp_path / "outbox.sqlite3")
+    owed = store.add_announcement("Your pizza from Luigi's was ordered.")
+    store.close()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    daemon = start_daemon(tmp_path, notify_address(tmp_path, "abstract"), cache, watchdog_pid=True)
+    try:
+        daemon.wait_ready()
+        # WATCHDOG_PID named the daemon itself, so the watchdog is on.
+        daemon.notify.wait_for(lambda m: m.get("WATCHDOG") == "1", WATCHDOG_S, since=time.monotonic())
+
+        # The owed announcement is spoken once the car is idle (into the WAV "speaker"), then marked.
+        end = time.monotonic() + 60
+        while daemon.control("outbox.announcements") and time.monotonic() < end:
+            time.sleep(0.25)
+        assert daemon.control("outbox.announcements") == [], daemon.log_tail()
+        first = daemon.out_dir / "reply_001.wav"
+        assert first.exists()
+
+        # A spoken request through the FIFO: wake phrase, endpoint, whisper, the model, Piper into a WAV.
+        assert daemon.microphone is not None
+        request = driver_says("hey cabin", 0.6, "set the temperature to 21 degrees", 1.5)
+        turn = None
+        for _attempt in range(2):  # a driver whose wake phrase went unheard says it again, once
+            daemon.microphone.say(request)
+            end = time.monotonic() + 45
+            while turn is None and time.monotonic() < end:
+                time.sleep(0.5)
+                status = daemon.control("status")
+                assert isinstance(status, dict)
+                turns = status["pipeline"]["last_turns"]
+                turn = turns[-1] if turns else None
+            if turn is not None:
+                break
+        assert turn is not None, daemon.log_tail()
+        assert turn["trigger"] == "wake" and turn["outcome"] == "replied", turn
+        assert "21" in turn["transcript"] and "temperature" in turn["transcript"].lower(), turn
+        assert turn["latency_ms"]["first_audio"] > 0 and turn["reply"], turn
+        print(f"\nspoken turn: {turn['transcript']!r} -> {turn['reply']!r}, latency_ms {turn['latency_ms']}")
+
+        # A typed request goes through the voice loop too: one turn at a time, the reply spoken.
+        result = daemon.control("say", timeout_s=120, text="set the temperature to 22 degrees")
+        assert isinstance(result, dict), result
+        assert result["trigger"] == "text" and result["outcome"] == "replied", result
+        assert result["reply"], result
+        assert result["latency_ms"]["first_audio"] > 0
+        replies = sorted(daemon.out_dir.glob("reply_*.wav"))
+        assert len(replies) == 3, replies  # announcement, spoken turn, typed turn
+        with wave.open(str(replies[-1])) as wav:
+            assert wav.getnframes() / wav.getframerate() > 0.5  # a sentence, not a click
+        status = daemon.control("status")
+        assert isinstance(status, dict)
+        assert status["pipeline"]["last_turns"][-1]["transcript"] == "set the temperature to 22 degrees"
+        assert status["health"]["healthy"] is True
+
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+    # The store was closed cleanly (WAL checkpointed): the announcement is marked spoken on disk.
+    assert (
+        not (tmp_path / "outbox.sqlite3-wal").exists()
+        or (tmp_path / "outbox.sqlite3-wal").stat().st_size == 0
+    )
+    store = OutboxStore(tmp_path / "outbox.sqlite3")
+    try:
+        assert store.pending_announcements() == []
+        assert owed.id not in [a.id for a in store.pending_announcements()]
+    finally:
+        store.close()
+
+
+@pytest.mark.model
+def test_sigterm_while_loading_models_stops_without_ready(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"  # empty: the start computes the prompt cache, its longest step
+    cache.mkdir()
+    daemon = start_daemon(tmp_path, notify_address(tmp_path, "path"), cache, feed=False)
+    try:
+        daemon.notify.wait_for(lambda m: m.get("STATUS") == "loading models", 30, proc=daemon.proc)
+        time.sleep(2.0)
+        # STOPPING=1 comes at once; the exit waits only for the model step already running in its thread.
+        assert daemon.terminate(exit_timeout_s=READY_TIMEOUT_S) == 0
+        print(
+            f"\nSIGTERM during start: STOPPING=1 after {daemon.stopping_s:.2f} s, "
+            f"exit after {daemon.exit_s:.1f} s"
+        )
+        assert not any("READY" in m for _, m in daemon.notify.snapshot())
+        assert not daemon.control_socket.exists()
+        (stopping,) = daemon.log_events("stopping")
+        assert stopping["reason"] == "signal-during-start"
+    finally:
+        daemon.close()
+
+
+@pytest.mark.parametrize(
+    ("config_text", "args", "status", "says"),
+    [
+        ("llm:\n  n_thread: 2\n", [], 78, "llm.n_thread: unknown key"),
+        ("contrl: {}\n", [], 78, "contrl: unknown key"),
+        ("", ["--input", "tape:deck"], 64, "--input: expected mic, wav:PATH, raw:PATH or raw:-"),
+    ],
+)
+def test_bad_config_or_input_exits_with_its_status_and_one_line_without_ready(
+    tmp_path: Path, config_text: str, args: list[str], status: int, says: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config_text)
+    notify = NotifySocket(notify_address(tmp_path, "path"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CABIN_AGENT", "WATCHDOG_"))}
+    env.update({"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "2000000", "HOME": str(tmp_path)})
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent", "--config", str(bad), "run", *args],
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == status, proc.stderr
+        assert says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        time.sleep(0.2)
+        assert not any("READY" in m for _, m in notify.snapshot())
+    finally:
+        notify.close()
+
+
+def test_missing_model_exits_66_without_ready_and_releases_what_it_opened(tmp_path: Path) -> None:
+    notify = NotifySocket(notify_address(tmp_path, "path"))
+    empty_store = tmp_path / "no-models"
+    empty_store.mkdir()
+    env = daemon_env(tmp_path, notify.address, tmp_path / "cache", store=empty_store)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "--input", "raw:-", "--output", "null"],
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 66, proc.stderr  # EX_NOINPUT: RestartPreventExitStatus= keeps it down
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("cabin-agent: ") and LLM in last, proc.stderr
+        time.sleep(0.2)
+        messages = [m for _, m in notify.snapshot()]
+        assert not any("READY" in m for m in messages)
+        assert messages[-1]["STATUS"].startswith("failed: "), messages
+        assert not (tmp_path / "control.sock").exists()
+    finally:
+        notify.close()
+
+
+# ---------------------------------------------------------------------------------------------- supervision
+
+
+async def test_a_failing_task_restarts_with_backoff_and_a_config_error_stops_the_daemon() -> None:
+    import asyncio
+
+    from agent.daemon import Supervisor
+    from agent.errors import ConfigError
+
+    fatal: list[Exception] = []
+    runs: list[float] = []
+
+    async def flaky() -> None:
+        runs.append(time.monotonic())
+        raise RuntimeError("the microphone thread died")
+
+    async def misconfigured() -> None:
+        raise ConfigError("audio.input_device: no such device (got 'hw:9')")
+
+    tasks = Supervisor(on_fatal=fatal.append)
+    tasks.start("voice-loop", flaky)
+    tasks.start("wake", misconfigured)
+    await asyncio.sleep(1.8)
+    try:
+        assert len(runs) == 3  # at 0, 0.5 and 1.5 s: the backoff doubles
+        assert 0.9 < runs[2] - runs[1] < 1.3 and 0.4 < runs[1] - runs[0] < 0.8
+        assert tasks.restarts["voice-loop"] in (2, 3)  # the third restart may be sleeping
+        assert [type(e) for e in fatal] == [ConfigError]  # reported once, not retried
+        assert tasks.tasks["wake"].done() and "wake" not in tasks.restarts
+    finally:
+        await asyncio.wait_for(tasks.stop(), 5)
+    assert all(t.done() for t in tasks.tasks.values())
+
+
+# ---------------------------------------------------------------------------------------------- the raw input
+
+
+@pytest.mark.timeout(20)  # a blocked event loop would hang here instead of failing an assertion
+@pytest.mark.parametrize("writer", ["none", "stalled"])
+async def test_a_stalled_fifo_stalls_the_audio_but_never_the_event_loop(tmp_path: Path, writer: str) -> None:
+    import asyncio
+
+    from agent.audio.sources import RawSource
+
+    fifo = tmp_path / "mic.fifo"
+    os.mkfifo(fifo)
+    # "none": nobody opened the FIFO for writing (open() waits); "stalled": a writer that wrote one block,
+    # then nothing more (read() waits).
+    fd = os.open(fifo, os.O_RDWR) if writer == "stalled" else None
+    if fd is not None:
+        os.write(fd, bytes(960))
+    chunks = []
+
+    async def listen() -> None:
+        async for chunk in RawSource(fifo, pace_realtime=True).stream():
+            chunks.append(chunk)
+
+    listening = asyncio.create_task(listen())
+    try:
+        for _ in range(10):  # the loop keeps its pace while the reader waits
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            assert time.monotonic() - started < 0.2
+        assert len(chunks) == (1 if writer == "stalled" else 0)
+        listening.cancel()
+        done, _ = await asyncio.wait({listening}, timeout=1.0)  # the old reader blocked the loop in close()
+        assert done == {listening}
+    finally:
+        if fd is not None:
+            os.close(fd)
