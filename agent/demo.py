@@ -62,10 +62,13 @@ LEAVE_TUNNEL = Scene("leave-tunnel")
 DRIVE: list[tuple[str, str, bool] | Scene] = [
     ("piper", "set the temperature to twenty one degrees", True),
     ("espeak", "please call mom", True),
+    ("espeak", "play some jazz", True),
     # whisper hears espeak-ng's "navigate" as "now we get to": that one is Piper's.
     ("piper", "navigate to work", True),
-    ("piper", "where is my package", True),  # online: fresh from the service, and remembered
-    ("espeak", "play some jazz", True),
+    # Online: fresh from the service, and remembered. Just before the tunnel on purpose: the model sees one past
+    # turn (llm.history_turns), and a failed jazz request there once made it answer the order in words instead
+    # of calling order_meal.
+    ("piper", "where is my package", True),
     ENTER_TUNNEL,
     ("piper", "I'd like a large pepperoni pizza", True),
     ("espeak", "yes", False),  # answers the car's question in the follow-up window, no wake phrase
@@ -320,6 +323,10 @@ def _fmt_latency(lat: dict[str, float]) -> str:
     return "end of speech → " + " → ".join(parts) + " ms" if parts else "(no latency: no speech end)"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _outbox_line(call: dict[str, Any]) -> str | None:
     """What a tool call did to the outbox, or where a read-only answer came from."""
     result = call.get("result") or {}
@@ -327,8 +334,8 @@ def _outbox_line(call: dict[str, Any]) -> str | None:
     if isinstance(entry, dict) and entry.get("key"):
         why = " (queued: offline)" if result.get("queued") else ""
         return (
-            f"outbox › entry {entry['id']} {entry['state']}{why}, key {entry['key'][:12]}…, "
-            f"{entry['attempts']} attempt{'s' if entry['attempts'] != 1 else ''}"
+            f"outbox › entry {entry['id']} {entry['state']}{why}, key {entry['key']}, "
+            f"{_count(entry['attempts'], 'attempt')}"
         )
     if result.get("source") == "cache":
         return f"status › last known, {result.get('age_seconds', 0)} s old (offline)"
@@ -573,10 +580,10 @@ async def spoken_drive(
             "outbox",
             [
                 f"outbox › entry {entry.id} {entry.state} {since_scene_s()} s after the tunnel"
-                f"{f', order {order}' if order else ''} ({entry.attempts} attempt(s))",
+                f"{f', order {order}' if order else ''} ({_count(entry.attempts, 'attempt')})",
                 f"         idempotency key {entry.key}: the service saw "
-                f"{counts.get('requests', 0)} request(s), {counts.get('replays', 0)} replay(s), "
-                f"{counts.get('effects', 0)} order(s) for it",
+                f"{_count(counts.get('requests', 0), 'request')}, {_count(counts.get('replays', 0), 'replay')}, "
+                f"{_count(counts.get('effects', 0), 'order')} for it",
             ],
             **item,
         )
@@ -720,8 +727,8 @@ async def spoken_drive(
         for e in summary["outbox"]:
             c = e["service_key_count"]
             print(
-                f"outbox: {e['action']} {e['state']} after {e['attempts']} attempt(s), key {e['key'][:12]}…; "
-                f"service: {c['requests']} request(s), {c['effects']} order(s) for that key"
+                f"outbox: {e['action']} {e['state']} after {_count(e['attempts'], 'attempt')}, key {e['key']}; "
+                f"service: {_count(c['requests'], 'request')}, {_count(c['effects'], 'order')} for that key"
             )
         lag = summary["audio_lag"]
         print(
