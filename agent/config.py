@@ -172,10 +172,10 @@ class VehicleConfig(Section):
     max_temperature_c: float = 30.0
     places: list[Place] = [
         Place(name="home", address="12 Linden Road", aliases=["家", "回家"]),
-        Place(name="work", address="88 Century Avenue", aliases=["office", "公司", "单位"]),
+        Place(name="work", address="88 Century Avenue", aliases=["office", "company", "公司", "单位"]),
     ]
     contacts: list[Contact] = [
-        Contact(name="Mom", number="+86 138 0000 0001", aliases=["mum", "mother", "妈妈", "老妈"]),
+        Contact(name="Mom", number="+86 138 0000 0001", aliases=["mum", "mother", "妈妈", "老妈", "我妈"]),
         Contact(name="Li Wei", number="+86 138 0000 0002", aliases=["李伟"]),
         Contact(name="Sarah", number="+1 555 0100", aliases=[]),
     ]

@@ -110,7 +110,7 @@ def string_grounded(value: str, utterance: str, aliases: Iterable[Iterable[str]]
             return True
         return _alias_grounded(v, u, aliases, default=False)
     content = [w for w in _WORD_RE.findall(v) if len(w) >= 3 and w not in _STOP_WORDS]
-    said = [w for w in content if re.search(rf"\b{re.escape(w)}", u)]
+    said = [w for w in content if re.search(_cue_pattern(w), u)]
     # Most of the value's words must have been said: "your favorite pizza place" for "a pizza" was invented.
     if content and len(said) * 2 >= len(content) + (1 if len(content) > 2 else 0):
         return True
@@ -136,6 +136,16 @@ def value_grounded(value: Any, utterance: str, aliases: Iterable[Iterable[str]] 
     return True
 
 
+def _cue_pattern(cue: str) -> str:
+    """A cue word with its common inflections: latte/lattes, arrive/arriving/arrived, noodles/noodle."""
+    forms = {re.escape(cue)}
+    if cue.endswith("s") and len(cue) > 3:
+        forms.add(re.escape(cue[:-1]))
+    if cue.endswith("e") and len(cue) > 3:
+        forms.add(re.escape(cue[:-1]) + "ing")
+    return rf"(?<![a-z])(?:{'|'.join(sorted(forms))})(?:s|es|d|ed|ing)?(?![a-z])"
+
+
 def cue_present(cues: Iterable[str], utterance: str) -> bool:
     u = normalize(utterance)
     for cue in cues:
@@ -143,9 +153,23 @@ def cue_present(cues: Iterable[str], utterance: str) -> bool:
         if has_cjk(c):
             if c in u:
                 return True
-        elif re.search(rf"(?<![a-z]){re.escape(c)}(?![a-z])", u):
+        elif re.search(_cue_pattern(c), u):
             return True
     return False
+
+
+def trim_to_said(value: str, utterance: str, aliases: Iterable[Iterable[str]] = ()) -> str | None:
+    """The part of a wordy value the driver said: "Taylor Swift song, volume up" -> "Taylor Swift song".
+
+    None when no part of it was said.
+    """
+    if has_cjk(value):
+        return None
+    for part in re.split(r"[,;()\[\]\"]|'(?!s\b)| - ", value):
+        part = re.sub(r"'s\b", "", part).strip(" .'")
+        if part and string_grounded(part, utterance, aliases):
+            return part
+    return None
 
 
 def ground_arguments(tool: Any, args: dict[str, Any], utterance: str, aliases: Iterable[Iterable[str]] = ()):
@@ -155,7 +179,10 @@ def ground_arguments(tool: Any, args: dict[str, Any], utterance: str, aliases: I
     missing: list[str] = []
     for name in tool.grounded:
         if name in kept and not value_grounded(kept[name], utterance, aliases):
-            if name in required:
+            said = trim_to_said(kept[name], utterance, aliases) if isinstance(kept[name], str) else None
+            if said is not None:
+                kept[name] = said
+            elif name in required:
                 missing.append(name)
             else:
                 kept.pop(name)

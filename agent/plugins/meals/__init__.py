@@ -82,10 +82,11 @@ RESTAURANT_CUES = (
 _FOOD = ("order", "food", "eat", "hungry", "lunch", "dinner", "breakfast", "snack", "drink", "coffee", "menu",
          "restaurant", "takeout", "delivery", "点", "外卖", "吃", "饿", "喝", "杯", "份", "餐", "饭", "菜单")
 INTENTS: dict[str, tuple[str, ...]] = {
-    "search_restaurants": (*_FOOD, "find", "nearby", "near", "place", "找", "附近", *menu_vocabulary()),
+    "search_restaurants": (*_FOOD, "find", "nearby", "near", "around", "place", "shop", "找", "附近", "哪里有",
+                           *menu_vocabulary()),
     "order_meal": (*_FOOD, *menu_vocabulary()),
-    "order_status": ("order", "food", "delivery", "arrive", "where is", "how long", "status", "订单", "外卖", "到哪",
-                     "多久", "送到"),
+    "order_status": (*_FOOD, "arrive", "where is", "how long", "status", "on its way", "coming", "到哪", "多久",
+                     "送到", "送出", *menu_vocabulary()),
     "cancel_order": ("cancel", "取消", "不要了"),
 }
 
@@ -169,6 +170,7 @@ class MealsPlugin(Plugin):
                 },
                 handler=self._status,
                 requires_network=True,
+                grounded=("order_id",),
             ),
             Tool(
                 name="cancel_order",
@@ -181,6 +183,7 @@ class MealsPlugin(Plugin):
                 handler=self._cancel,
                 requires_network=True,
                 needs_confirmation=True,
+                grounded=("order_id",),
             ),
         ]
         return [replace(t, intents=INTENTS.get(t.name, t.intents)) for t in tools]

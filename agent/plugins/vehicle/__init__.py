@@ -22,15 +22,18 @@ def _fmt_temp(value: float) -> str:
 INTENTS: dict[str, tuple[str, ...]] = {
     "set_climate": ("temperature", "temp", "degree", "degrees", "warm", "warmer", "cool", "cooler", "cold", "colder",
                     "hot", "heat", "heating", "chilly", "freezing", "stuffy", "fan", "blower", "ac", "a/c", "a c", "air con", "aircon", "air",
-                    "climate", "defrost", "温度", "度", "空调", "风", "冷", "热", "暖", "凉"),
+                    "climate", "defrost", "driver side", "passenger side", "back seat", "back seats", "rear", "温度", "度", "空调", "风", "冷", "热", "暖", "凉"),
     "navigate_to": ("navigate", "navigation", "take me", "go to", "go home", "drive to", "drive me", "directions",
                     "route", "head to", "get to", "get me to", "way to", "home", "work", "office", "导航", "去",
                     "到", "回家", "路线", "开往"),
     "play_media": ("play", "put on", "listen", "music", "song", "songs", "radio", "podcast", "album", "playlist",
-                   "station", "放", "播", "听", "音乐", "歌", "电台", "广播", "播客"),
+                   "station", "rock", "jazz", "pop", "classical", "hip hop", "country", "blues", "something by",
+                   "放", "播", "听", "音乐", "歌", "电台", "广播", "播客", "来点", "来一首", "爵士", "摇滚", "流行",
+                   "古典"),
     "media_control": ("pause", "resume", "continue", "next", "skip", "previous", "back", "volume", "louder",
                       "quieter", "softer", "turn it up", "turn it down", "turn up", "turn down", "mute", "stop",
-                      "暂停", "继续", "下一", "上一", "音量", "大声", "小声", "换一首", "切歌", "停"),
+                      "暂停", "继续", "下一", "上一", "音量", "声音", "大声", "小声", "大一点", "小一点", "调大", "调小",
+                      "换一首", "切歌", "停"),
     "call_contact": ("call", "phone", "ring", "dial", "打电话", "打给", "呼叫", "拨", "电话"),
 }
 
