@@ -481,7 +481,8 @@ def test_abstract_socket_spoken_and_typed_requests_and_owed_announcement(tmp_pat
                 break
         assert turn is not None, daemon.log_tail()
         assert turn["trigger"] == "wake" and turn["outcome"] == "replied", turn
-        assert "21" in turn["transcript"] and "temperature" in turn["transcript"].lower(), turn
+        heard = turn["transcript"].lower()
+        assert "temperature" in heard and ("21" in heard or "twenty" in heard), turn
         assert turn["latency_ms"]["first_audio"] > 0 and turn["reply"], turn
         print(f"\nspoken turn: {turn['transcript']!r} -> {turn['reply']!r}, latency_ms {turn['latency_ms']}")
 
