@@ -1,0 +1,92 @@
+"""Held-out eval set (data/eval_holdout.jsonl): well-formed, disjoint from the main set, fits the tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+from test_evaluation import _alternatives
+
+from agent.config import Config
+from agent.evaluation import EvalCase, load_cases, normalize_text
+from agent.plugins.loader import load_registry
+from agent.plugins.meals.menu import find_item
+from agent.plugins.vehicle.state import match_name
+
+DATA = Path(__file__).parent / "data"
+HOLDOUT = DATA / "eval_holdout.jsonl"
+MAIN = DATA / "eval_car.jsonl"
+
+
+@pytest.fixture(scope="module")
+def holdout() -> list[EvalCase]:
+    return load_cases(HOLDOUT)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry(Config())
+
+
+def test_holdout_loads_with_enough_cases(holdout: list[EvalCase]) -> None:
+    assert len(holdout) >= 100
+    assert {c.lang for c in holdout} == {"en", "zh"}
+    assert sum(not c.expects_tool for c in holdout) >= 20
+
+
+def test_holdout_ids_unique_and_prefixed(holdout: list[EvalCase]) -> None:
+    assert len({c.id for c in holdout}) == len(holdout)
+    assert all(c.id.startswith(f"ho-{c.lang}-") for c in holdout)
+
+
+def test_holdout_texts_not_in_main_set(holdout: list[EvalCase]) -> None:
+    main = {normalize_text(c.text) for c in load_cases(MAIN)}
+    texts = [normalize_text(c.text) for c in holdout]
+    assert len(set(texts)) == len(texts), "duplicate utterances"
+    leaked = [c.text for c, t in zip(holdout, texts, strict=True) if t in main]
+    assert not leaked, f"also in {MAIN.name}: {leaked}"
+
+
+def test_holdout_tools_exist_and_categories(holdout: list[EvalCase], registry) -> None:
+    for c in holdout:
+        if c.expect.tool is None:
+            assert c.category == "none", c.id
+            continue
+        assert c.expect.tool in registry, f"{c.id}: unknown tool {c.expect.tool}"
+        want = "vehicle" if registry.get(c.expect.tool).plugin == "vehicle" else "service"
+        assert c.category == want, c.id
+
+
+def test_holdout_covers_every_tool(holdout: list[EvalCase], registry) -> None:
+    for tool in registry:
+        assert sum(c.expect.tool == tool.name for c in holdout) >= 3, tool.name
+
+
+def test_holdout_args_fit_the_tool_schemas(holdout: list[EvalCase], registry) -> None:
+    """Expected args as a partial call: each arg exists, each value (every alternative) fits its type/enum."""
+    for c in holdout:
+        if c.expect.tool is None:
+            continue
+        schema = dict(registry.get(c.expect.tool).parameters)
+        properties = schema["properties"]
+        schema.pop("required", None)
+        schema.pop("minProperties", None)
+        validator = Draft202012Validator(schema)
+        for key, value in c.expect.args.items():
+            assert key in properties, f"{c.id}: {c.expect.tool} has no argument {key!r}"
+            for alt in _alternatives(value):
+                errors = [e.message for e in validator.iter_errors({key: alt})]
+                assert not errors, f"{c.id}: {key}={alt!r}: {errors}"
+
+
+def test_holdout_orders_and_contacts_exist(holdout: list[EvalCase]) -> None:
+    contacts = Config().vehicle.contacts
+    book = [(p.name, [p.name, *p.aliases], p) for p in contacts]
+    for c in holdout:
+        if c.expect.tool == "order_meal":
+            for item in _alternatives(c.expect.args["item"]):
+                assert find_item(item) is not None, f"{c.id}: {item!r} is not on the menu"
+        if c.expect.tool == "call_contact":
+            for name in _alternatives(c.expect.args["name"]):
+                assert match_name(name, book) is not None, f"{c.id}: {name!r} is not in the address book"
