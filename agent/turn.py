@@ -242,6 +242,14 @@ class Assistant:
                 emit(reply)
                 return reply, False
 
+        # A bare "yes" with nothing pending must not reach the model: it would happily claim to have done
+        # whatever it guesses was meant ("Great, I'll order it!") with nothing done.
+        answer = classify_confirmation(text)
+        if answer is not None and _is_bare_answer(text):
+            reply = line(language, "nothing_pending" if answer == "yes" else "cancelled")
+            emit(reply)
+            return reply, False
+
         messages = self._messages(text)
         prompt = await self._in_worker(self.model.render, messages, self._tools_prompt)
         timings.mark("prompt_ready")
@@ -479,3 +487,9 @@ def _call_start(text: str) -> str:
     if head.startswith("[") and len(head) < 2:
         return "undecided"
     return "reply"
+
+
+def _is_bare_answer(text: str) -> bool:
+    """Only a yes or a no ("yes please", "no thanks", "好的"), with no request in it."""
+    words = text.split()
+    return len(words) <= 3 if " " in text.strip() else len(text.strip()) <= 12

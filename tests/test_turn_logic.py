@@ -312,7 +312,7 @@ async def test_a_different_request_drops_the_pending_order(car, meals, vehicle):
     assert vehicle.commands == [("play", {"query": "jazz", "kind": "music"})]
     assert other.reply == "Playing jazz."
     assert meals.orders == [], "a yes after another request must not place the old order"
-    assert late_yes.tool_calls == [] and late_yes.reply == SCRIPT["yes"]
+    assert late_yes.tool_calls == [] and late_yes.reply == line("en", "nothing_pending")
 
 
 async def test_a_yes_after_the_question_expired_orders_nothing(car, meals, monkeypatch):
@@ -322,7 +322,7 @@ async def test_a_yes_after_the_question_expired_orders_nothing(car, meals, monke
     answer = await say(car, "yes")
 
     assert meals.orders == []
-    assert answer.reply == SCRIPT["yes"]
+    assert answer.reply == line("en", "nothing_pending")
 
 
 # ---------------------------------------------------------------- follow-ups and failures
@@ -387,3 +387,14 @@ async def test_warm_renders_the_system_prompt_with_every_tool(car, model):
     [prompt] = model.warmed
     for name in ("set_climate", "navigate_to", "order_meal"):
         assert name in prompt.text
+
+
+async def test_a_yes_with_nothing_pending_never_reaches_the_model(car, vehicle, meals, model):
+    """Otherwise the model guesses what was meant and claims it is done ("Great, I'll order it!")."""
+    calls_before = len(model.calls)
+    result = await say(car, "yes please")
+    assert result.tool_calls == [] and result.reply == line("en", "nothing_pending")
+    assert len(model.calls) == calls_before
+    assert meals.orders == [] and vehicle.commands == []
+    result = await say(car, "好的")
+    assert result.reply == line("zh", "nothing_pending")

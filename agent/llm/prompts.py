@@ -58,6 +58,7 @@ LINES = {
         "failed": "Sorry, that didn't work.",
         "clarify": "Sorry, could you say that again with the details?",
         "done": "Done.",
+        "nothing_pending": "There's nothing waiting for a yes right now.",
     },
     "zh": {
         "cannot": "抱歉，这个我在车上做不到。",
@@ -66,6 +67,7 @@ LINES = {
         "failed": "抱歉，没有成功。",
         "clarify": "抱歉，能再说一遍具体要求吗？",
         "done": "好的。",
+        "nothing_pending": "现在没有需要确认的事。",
     },
 }
 
