@@ -390,6 +390,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             "Stage columns are p50 ms of each stage; `—` = the stage does not happen for that turn type."
         )
+        reasons = lat.get("end_reasons", {})
+        offset = lat.get("vad_speech_end_offset_ms", {})
+        if reasons:
+            lines.append(
+                "How requests ended: "
+                + ", ".join(f"{k} {v}" for k, v in reasons.items())
+                + f". The VAD's end of speech came p50 {_fmt(offset.get('p50'))} / "
+                f"max {_fmt(offset.get('max'))} ms after the true end (road noise it keeps hearing as "
+                "speech delays the endpoint; `max-length` = only the utterance cap ended the request)."
+            )
         dec = lat.get("decode", {})
         free, grammar = dec.get("free", {}), dec.get("grammar", {})
         if free.get("tokens") or grammar.get("tokens"):
@@ -1022,6 +1032,7 @@ async def spoken_turns(
         "first_token_after_transcript_ms": summarize_ms(first_tokens),
         "decode": decode_rates(c for t in answered for c in t.get("model_calls", [])),
         "vad_speech_end_offset_ms": summarize_ms(t.get("vad_speech_end_offset_ms") for t in answered),
+        "end_reasons": dict(collections.Counter(t.get("end_reason") or "?" for t in answered)),
         "audio_lag": pipeline.status(last=0)["audio_lag"],
         "resources": resource_summary(sampler.samples),
         "turns": turns_out,
@@ -1086,11 +1097,40 @@ async def llm_overhead(assistant: Any, text: str, reps: int) -> dict[str, Any]:
     finally:
         model.generate = original
         assistant.reset()
+    measure = "decode tokens/s after the first reply text through Assistant.turn, median of alternating pairs"
+    if not ours:
+        # The model answered with a tool call (the turn stops at its first tokens): measure the layer the turn
+        # streams every model call through (worker thread, event-loop queue) on the same prompt instead.
+        measure = (
+            "decode tokens/s through Assistant._stream (the turn's worker-thread/event-loop layer; the "
+            "model answered this prompt with a tool call), median of alternating pairs"
+        )
+        prompt = model.render([assistant._system, {"role": "user", "content": text}], assistant._tools_prompt)
+        for _ in range(reps):
+            stamps: list[tuple[float, float]] = []
+            async with contextlib.aclosing(assistant._stream(prompt.tokens, max_tokens=48)) as steps:
+                async for _step in steps:
+                    stamps.append((time.perf_counter(), time.process_time()))
+            if len(stamps) < 8:
+                details.append({"skipped": "too few tokens", "tokens": len(stamps)})
+                continue
+            (w0, c0), (w1, c1) = stamps[0], stamps[-1]
+            k = len(stamps) - 1
+            ours.append((k / (w1 - w0), 1000 * (c1 - c0) / k))
+            bare.append(await asyncio.to_thread(_bare_decode, model, list(prompt.tokens), len(stamps)))
+            details.append(
+                {
+                    "tokens": len(stamps),
+                    "ours": [round(x, 2) for x in ours[-1]],
+                    "bare": [round(x, 2) for x in bare[-1]],
+                    "load_avg_1min": round(os.getloadavg()[0], 2),
+                }
+            )
     out = paired_overhead([o[0] for o in ours], [b[0] for b in bare], higher_is_better=True)
     out.update(
         {
             "unit": "tok/s",
-            "measure": "decode tokens/s after the first reply text, median of alternating pairs",
+            "measure": measure,
             "cpu": {
                 **paired_overhead([o[1] for o in ours], [b[1] for b in bare], higher_is_better=False),
                 "unit": "CPU ms/token",
