@@ -61,11 +61,30 @@ def setup_logging(level: str = "info", fmt: str = "auto", log_transcripts: bool 
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger,
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (httpx, piper) go to stderr at warning and above.
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+class _StderrLogger:
+    """Writes each line to the *current* sys.stderr, and never lets a closed stream break the caller.
+
+    A logger that keeps the stream it was created with fails once that stream is swapped or closed (test capture,
+    a daemon thread logging during interpreter shutdown); a lost log line must never become an exception.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        pass
+
+    def msg(self, message: str) -> None:
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except (ValueError, OSError):
+            pass
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = err = msg
 
 
 def get_logger(component: str) -> Any:
