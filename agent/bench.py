@@ -393,6 +393,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         reasons = lat.get("end_reasons", {})
         offset = lat.get("vad_speech_end_offset_ms", {})
         if reasons:
+            lines.append("")
             lines.append(
                 "How requests ended: "
                 + ", ".join(f"{k} {v}" for k, v in reasons.items())
@@ -403,6 +404,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         dec = lat.get("decode", {})
         free, grammar = dec.get("free", {}), dec.get("grammar", {})
         if free.get("tokens") or grammar.get("tokens"):
+            lines.append("")
             lines.append(
                 "Model decoding during these turns: free text "
                 f"{_fmt(free.get('ms_per_token'), 'ms/token', 1)} "
