@@ -58,3 +58,23 @@ def classify_confirmation(text: str) -> str | None:
         if head in _YES_EN:
             return "yes" if len(words) <= 6 else None
     return None
+
+
+def bare_answer(text: str) -> str | None:
+    """'yes' or 'no' when the utterance is nothing but a yes or a no ("yes please", "好的"), else None.
+
+    Stricter than classify_confirmation: "好的，帮我导航回家" is a request, not a bare answer.
+    """
+    norm = _norm(text)
+    if _CJK.search(norm):
+        core = norm.replace(" ", "").rstrip("吧啊呀哦嘛了")
+        if core in _YES_ZH or core in ("好吧", "好啊", "好呀"):
+            return "yes"
+        if core in _NO_ZH or core in ("不要", "不用", "算"):
+            return "no"
+        return None
+    if norm in _YES_EN:
+        return "yes"
+    if norm in _NO_EN:
+        return "no"
+    return None

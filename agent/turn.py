@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import Config
-from agent.dialogue import classify_confirmation, detect_language
+from agent.dialogue import bare_answer, classify_confirmation, detect_language
 from agent.errors import LlmError
 from agent.events import EventBus, TurnTimings
 from agent.llm.base import GenerationStep, LanguageModel
@@ -244,8 +244,8 @@ class Assistant:
 
         # A bare "yes" with nothing pending must not reach the model: it would happily claim to have done
         # whatever it guesses was meant ("Great, I'll order it!") with nothing done.
-        answer = classify_confirmation(text)
-        if answer is not None and _is_bare_answer(text):
+        answer = bare_answer(text)
+        if answer is not None:
             reply = line(language, "nothing_pending" if answer == "yes" else "cancelled")
             emit(reply)
             return reply, False
@@ -488,8 +488,3 @@ def _call_start(text: str) -> str:
         return "undecided"
     return "reply"
 
-
-def _is_bare_answer(text: str) -> bool:
-    """Only a yes or a no ("yes please", "no thanks", "好的"), with no request in it."""
-    words = text.split()
-    return len(words) <= 3 if " " in text.strip() else len(text.strip()) <= 12

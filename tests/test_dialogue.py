@@ -75,3 +75,14 @@ def test_a_chinese_no_wins_over_the_yes_inside_it():
     # 不要 contains 要 ("want"); the negative must be read first.
     assert classify_confirmation("不要") == "no"
     assert classify_confirmation("不可以") == "no"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("yes please", "yes"), ("Yes.", "yes"), ("no thanks", "no"), ("好的", "yes"), ("好吧", "yes"), ("不要了", "no"),
+     ("算了", "no"), ("好的，帮我导航回家", None), ("yes and play some jazz", None), ("ok take me home", None)],
+)
+def test_bare_answer_is_only_a_yes_or_a_no(text: str, expected: str | None) -> None:
+    from agent.dialogue import bare_answer
+
+    assert bare_answer(text) == expected
