@@ -253,7 +253,6 @@ class Assistant:
         messages = self._messages(text)
         prompt = await self._in_worker(self.model.render, messages, self._tools_prompt)
         timings.mark("prompt_ready")
-        ban_tool_start = self._tool_start_tokens()
 
         # Phase 1: the first tokens say whether this is a tool call or a spoken answer. Qwen starts a call with
         # `{"name"`, `<tool_call>` or a wrapper such as `<tools>`; a few tokens are held back until that is clear.
