@@ -285,16 +285,7 @@ class VoicePipeline:
             with contextlib.suppress(Exception):
                 await self._speak(record, self._once(line(self.config.language, "failed")))
         finally:
-            record.mark("done")
-            self.records.append(record)
-            self.events.publish("turn-record", **record.as_dict())
-            log.info(
-                "turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms()
-            )
-            if asyncio.current_task() is self._active:
-                self._active = None
-                self.detector.set_speaking(False)
-                self._set_state(State.IDLE)
+            self._finish_turn(record)
 
     def announce(self, text: str, *, id: Any = None, language: str | None = None) -> None:  # noqa: A002
         """Queue a text to speak the next time the car is idle (never over the driver or another reply)."""
@@ -539,17 +530,7 @@ class VoicePipeline:
                 recognition.cancel()
                 with contextlib.suppress(BaseException):
                     await recognition
-            record.mark("done")
-            if record.outcome != "wake-only":
-                self.records.append(record)
-                self.events.publish("turn-record", **record.as_dict())
-                log.info(
-                    "turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms()
-                )
-            if asyncio.current_task() is self._active:
-                self._active = None
-                self.detector.set_speaking(False)
-                self._set_state(State.IDLE)
+            if self._finish_turn(record, keep=record.outcome != "wake-only"):
                 if record.outcome == "wake-only":
                     # The request may have begun while we recognised the wake phrase: it is in the recent audio.
                     since = record.marks.get("endpoint", now_ms())
@@ -558,6 +539,20 @@ class VoicePipeline:
                     await self._on_detection(
                         Detection(self.config.wake_phrase, "asr", now_ms(), preroll=preroll)
                     )
+
+    def _finish_turn(self, record: TurnRecord, *, keep: bool = True) -> bool:
+        """Close a turn's latency record and, when it was the active turn, go idle. True if it was active."""
+        record.mark("done")
+        if keep:
+            self.records.append(record)
+            self.events.publish("turn-record", **record.as_dict())
+            log.info("turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms())
+        if asyncio.current_task() is not self._active:
+            return False
+        self._active = None
+        self.detector.set_speaking(False)
+        self._set_state(State.IDLE)
+        return True
 
     async def _recognize(self, listening: _Listening) -> str:
         async def chunks() -> AsyncIterator[AudioChunk]:
