@@ -764,4 +764,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """A simulated spoken drive through the real voice loop on the embedded defaults (no microphone needed)."""
         config = get_config()
+        from agent.cli import state
+        from agent.logging import setup_logging
+
+        if state.log_level is None:
+            # The drive prints every turn itself; info logs would bury it (pass --log-level info to see them).
+            setup_logging("warning", config.logging.format, config.logging.log_transcripts)
         asyncio.run(spoken_drive(config, out, speed=speed, as_json=as_json))
