@@ -291,16 +291,13 @@ class Assistant:
         # Phase 2: the tool's name, decoded freely after a forced `{"name": "` and checked against the registry.
         head = '{"name": "'
         base = list(prompt.tokens) + self.model.tokenize(head)
-        name_text, name_ids = await self._collect(base, max_tokens=16, stop_at='"')
+        name_text, _ = await self._collect(base, max_tokens=16, stop_at='"')
         name = name_text.split('"', 1)[0].strip()
         if name not in self.registry:
-            calls.append(ToolCallRecord(name or "?", {}, valid=False, status="unknown-tool",
-                                        error="no tool can do this"))
+            record = ToolCallRecord(name or "?", {}, valid=False)
+            calls.append(record)
             timings.mark("tool_call_complete")
-            reply = line(language, "cannot")
-            emit(reply)
-            self._remember([messages[-1], {"role": "assistant", "content": reply}])
-            return reply, False
+            return self._reject(record, "unknown-tool", "no tool can do this", "cannot", language, emit, messages)
         tool = self.registry.get(name)
 
         # Phase 3: the arguments, constrained by the tool's own JSON schema.
