@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
-from test_evaluation import _alternatives
+from test_evaluation import _alternatives, assert_args_fit_schemas
 
 from agent.config import Config
 from agent.evaluation import EvalCase, load_cases, normalize_text
@@ -64,20 +63,7 @@ def test_holdout_covers_every_tool(holdout: list[EvalCase], registry) -> None:
 
 
 def test_holdout_args_fit_the_tool_schemas(holdout: list[EvalCase], registry) -> None:
-    """Expected args as a partial call: each arg exists, each value (every alternative) fits its type/enum."""
-    for c in holdout:
-        if c.expect.tool is None:
-            continue
-        schema = dict(registry.get(c.expect.tool).parameters)
-        properties = schema["properties"]
-        schema.pop("required", None)
-        schema.pop("minProperties", None)
-        validator = Draft202012Validator(schema)
-        for key, value in c.expect.args.items():
-            assert key in properties, f"{c.id}: {c.expect.tool} has no argument {key!r}"
-            for alt in _alternatives(value):
-                errors = [e.message for e in validator.iter_errors({key: alt})]
-                assert not errors, f"{c.id}: {key}={alt!r}: {errors}"
+    assert_args_fit_schemas(holdout, registry)
 
 
 def test_holdout_orders_and_contacts_exist(holdout: list[EvalCase]) -> None:

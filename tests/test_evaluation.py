@@ -410,8 +410,12 @@ def test_eval_set_covers_every_tool_in_both_languages(eval_set: list[EvalCase], 
 
 
 def test_eval_set_args_fit_the_tool_schemas(eval_set: list[EvalCase], registry) -> None:
+    assert_args_fit_schemas(eval_set, registry)
+
+
+def assert_args_fit_schemas(cases: list[EvalCase], registry) -> None:
     """Expected args as a partial call: each arg exists, each value (every alternative) fits its type/enum."""
-    for c in eval_set:
+    for c in cases:
         if c.expect.tool is None:
             continue
         assert c.expect.tool in registry, f"{c.id}: unknown tool {c.expect.tool}"
