@@ -31,7 +31,8 @@ import numpy as np
 
 from agent.audio.chunk import AudioChunk
 from agent.config import Config, VehicleConfig
-from agent.plugins.meals.menu import RESTAURANTS, menu_vocabulary
+from agent.plugins.meals.catalogue import Catalogue
+from agent.services.reference import RESTAURANTS, load_catalogue
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asr_bias.json"
 ESPEAK_EN_VOICES = ["en-us", "en-gb-x-rp", "en-us+f3"]
@@ -136,7 +137,7 @@ def utterances(vehicle: VehicleConfig) -> list[Utterance]:
 
 def vocabulary(config: Config) -> list[str]:
     """What the pipeline biases with: plugin vocabulary (menu, contacts, places) plus the wake phrase."""
-    words = list(menu_vocabulary())
+    words = list(Catalogue.from_json(load_catalogue()).vocabulary())
     for c in config.vehicle.contacts:
         words += [c.name, *c.aliases]
     for p in config.vehicle.places:

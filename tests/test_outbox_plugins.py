@@ -13,7 +13,7 @@ from agent.connectivity.monitor import ConnectivityMonitor
 from agent.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import CANCELLED, DELIVERED, OPEN_STATES, OutboxStore
-from agent.plugins.base import ToolContext
+from agent.plugins.base import ToolContext, ToolResult
 from agent.plugins.deliveries import DeliveriesPlugin
 from agent.plugins.meals import MealsPlugin
 from agent.services.reference import ReferenceService
@@ -75,15 +75,20 @@ async def daemon(service, tmp_path, clock=None, **overrides):
 
 
 async def turn(plugin, config, tool: str, args: dict, answer: str = "yes", language: str = "en"):
-    """The turn engine's confirmation protocol: (prompt, result or None when the driver said no)."""
+    """The turn engine's protocol: prepare (the plugin's own terms, or a problem), ask the confirmation, run the
+    handler only on "yes". Returns (prompt, result or None when the driver said no); a problem found while
+    preparing comes back as a failed result without a prompt."""
     ctx = ToolContext(config=config, language=language)
     spec = {t.name: t for t in plugin.tools()}[tool]
+    prepared = await asyncio.wait_for(plugin.prepare(ctx, tool, args), T)
+    if prepared.problem is not None:
+        return None, ToolResult(ok=False, error=prepared.problem, say=prepared.problem)
     prompt = None
     if spec.needs_confirmation:
-        prompt = await asyncio.wait_for(plugin.confirmation_prompt(ctx, tool, args), T)
+        prompt = await asyncio.wait_for(plugin.confirmation_prompt(ctx, tool, prepared.arguments, prepared), T)
         if prompt is not None and answer != "yes":
             return prompt, None
-    return prompt, await asyncio.wait_for(spec.handler(ctx, args), T)
+    return prompt, await asyncio.wait_for(spec.handler(ctx, prepared.arguments), T)
 
 
 async def _until(predicate, interval: float = 0.02) -> None:
@@ -97,6 +102,7 @@ def test_tool_names_and_schemas_are_kept():
     assert names == [
         "search_restaurants",
         "order_meal",
+        "repeat_last_order",
         "order_status",
         "cancel_order",
         "list_deliveries",
@@ -106,7 +112,8 @@ def test_tool_names_and_schemas_are_kept():
         "hold_at_locker",
     ]
     order = {t.name: t for t in MealsPlugin(config).tools()}["order_meal"]
-    assert order.needs_confirmation and order.requires_network and order.parameters["required"] == ["item"]
+    # No argument is required: "order some food" is a call, and the car asks what (not a refusal).
+    assert order.needs_confirmation and order.requires_network and "required" not in order.parameters
     assert "delivery_address" in order.parameters["properties"]
 
 
@@ -131,7 +138,15 @@ async def test_no_drops_it_nothing_is_queued_or_ordered(service, tmp_path):
 async def test_chinese_confirmation(service, tmp_path):
     async with daemon(service, tmp_path) as (config, _, _, meals, _):
         prompt, _ = await turn(meals, config, "order_meal", PIZZA, "no", language="zh")
-    assert prompt == "路易吉披萨的1份大份意大利辣香肠披萨，89元。要下单吗？"
+    assert prompt == "路易吉披萨的一份大份意大利辣香肠披萨，89元。要下单吗？"
+
+
+async def test_a_restaurant_the_catalogue_shows_closed_is_said_before_asking(service, tmp_path):
+    service.set_restaurant_open("luigis", False)
+    async with daemon(service, tmp_path) as (config, store, _, meals, _):
+        prompt, result = await turn(meals, config, "order_meal", PIZZA)
+        assert prompt is None and result.say == "Luigi's Pizzeria is closed right now."
+        assert store.list() == []
 
 
 async def test_over_the_spend_limit_is_refused_without_asking(service, tmp_path):
@@ -143,10 +158,16 @@ async def test_over_the_spend_limit_is_refused_without_asking(service, tmp_path)
     assert service.orders() == []
 
 
-async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_path):
+async def into_the_tunnel(service, monitor, meals) -> None:
+    """The car has the catalogue from before (it was online once), then the link goes."""
+    assert await asyncio.wait_for(meals.catalogue(), T) is not None
     service.go_down()
+    await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+
+
+async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_path):
     async with daemon(service, tmp_path) as (config, store, monitor, meals, _):
-        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        await into_the_tunnel(service, monitor, meals)
         _, result = await turn(meals, config, "order_meal", {**PIZZA, "delivery_address": "office"})
         entry = store.latest(service="meals", action="order_meal")
         assert result.ok and result.data["queued"]
@@ -165,9 +186,8 @@ async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_pa
 
 
 async def test_cancel_a_queued_order_before_it_left_the_car(service, tmp_path):
-    service.go_down()
     async with daemon(service, tmp_path) as (config, store, monitor, meals, _):
-        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        await into_the_tunnel(service, monitor, meals)
         await turn(meals, config, "order_meal", PIZZA)
         prompt, result = await turn(meals, config, "cancel_order", {})
         entry = store.latest(service="meals", action="order_meal")
@@ -189,8 +209,9 @@ async def test_cancel_a_placed_order_online(service, tmp_path):
 
 
 async def test_4xx_is_told_to_the_driver_right_away(service, tmp_path):
-    service.set_restaurant_open("luigis", False)
     async with daemon(service, tmp_path) as (config, _, _, meals, _):
+        await meals.catalogue()  # still says open: the service's refusal is what the driver must hear
+        service.set_restaurant_open("luigis", False)
         _, result = await turn(meals, config, "order_meal", PIZZA)
     assert not result.ok
     assert result.say == (

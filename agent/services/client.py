@@ -133,6 +133,10 @@ class ServiceClient:
 class MealsClient(ServiceClient):
     """Read-only calls of the meals API; orders and cancels go through the outbox (see OutboxRequest)."""
 
+    async def catalogue(self) -> dict[str, Any]:
+        """Every restaurant, its menu and today's prices (kept on the car for ordering in a tunnel)."""
+        return await self.request("GET", "/catalogue")
+
     async def search(self, query: str) -> list[dict[str, Any]]:
         return (await self.request("GET", "/restaurants", params={"query": query}))["restaurants"]
 

@@ -23,8 +23,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.logging import get_logger
-from agent.plugins.deliveries.packages import SEED_PACKAGES
-from agent.plugins.meals.menu import RESTAURANTS
+
+# The service's own seed data: restaurants, menus, prices and packages. The car ships none of it: it asks for
+# the catalogue (GET /catalogue) and keeps the answer, with its age, for use in a tunnel.
+CATALOGUE_FILE = Path(__file__).with_name("data") / "catalogue.json"
+
+
+def load_catalogue(path: Path = CATALOGUE_FILE) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+_SEED = load_catalogue()
+RESTAURANTS: list[dict[str, Any]] = _SEED["restaurants"]
+SEED_PACKAGES: list[dict[str, Any]] = _SEED["packages"]
 
 log = get_logger("devservice")
 
@@ -58,6 +69,12 @@ CREATE TABLE IF NOT EXISTS price_overrides (
     restaurant_id TEXT, item TEXT, size TEXT, price REAL, PRIMARY KEY (restaurant_id, item, size)
 );
 """
+
+
+def _with_aliases(package: dict[str, Any]) -> dict[str, Any]:
+    """A package as served: its row, and the other words people use for it (from the seed data)."""
+    seed = next((p for p in SEED_PACKAGES if p["id"] == package.get("id")), {})
+    return package | {"aliases": seed.get("aliases", [])}
 
 
 class HttpError(Exception):
@@ -361,6 +378,8 @@ class ReferenceService:
         match method, parts:
             case "GET", ["health"]:
                 return 200, {"status": "ok", "service": "cabin-reference", "time": time.time()}
+            case "GET", ["catalogue"]:
+                return 200, self._catalogue()
             case "GET", ["restaurants"]:
                 return 200, self._search(q.get("query", ""))
             case "GET", ["restaurants", rid, "menu"]:
@@ -376,7 +395,7 @@ class ReferenceService:
             case "GET", ["deliveries"]:
                 with self._db_lock:
                     rows = self._db.execute("SELECT * FROM packages ORDER BY id").fetchall()
-                return 200, {"packages": [dict(r) for r in rows]}
+                return 200, {"packages": [_with_aliases(dict(r)) for r in rows]}
             case "GET", ["deliveries", pid]:
                 return 200, {"package": self._package(pid)}
             case "POST", ["deliveries", pid, ("reschedule" | "redirect" | "locker") as action]:
@@ -418,6 +437,28 @@ class ReferenceService:
             ):
                 hits.append(self._restaurant_view(r) | {"matching_items": items})
         return {"restaurants": hits}
+
+    def _catalogue(self) -> dict:
+        """Every restaurant with its menu at today's prices, whether it is open, and the size words."""
+        restaurants = []
+        for r in sorted(RESTAURANTS, key=lambda r: r["distance_km"]):
+            items = [
+                {k: v for k, v in i.items() if k != "prices"}
+                | {"prices": {s: self._price(r, i, s) for s in i["prices"]}}
+                for i in r["items"]
+            ]
+            restaurants.append(
+                self._restaurant_view(r) | {"aliases": r.get("aliases", []), "cuisine_zh": r.get("cuisine_zh", ""),
+                                            "items": items}
+            )
+        with self._db_lock:
+            overrides = self._db.execute("SELECT COUNT(*) FROM price_overrides").fetchone()[0]
+        return {
+            "version": f"{_SEED['version']}+{overrides}",
+            "currency": _SEED.get("currency", "CNY"),
+            "sizes": _SEED.get("sizes", {}),
+            "restaurants": restaurants,
+        }
 
     def _restaurant(self, rid: str) -> dict:
         for r in RESTAURANTS:

@@ -12,16 +12,17 @@ from typing import Any
 from agent.errors import ServiceError
 from agent.outbox.messages import outcome_text
 from agent.outbox.store import DELIVERED, Entry
-from dataclasses import replace
-
-from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
-from agent.plugins.deliveries.packages import SEED_PACKAGES, find_package
+from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
+from agent.plugins.deliveries.packages import find_package, matching_packages
 from agent.services.access import Read, ServiceAccess
 
-# Kept for callers of the old fixture module; the reference service seeds the same packages.
-FIXTURE_PACKAGES = SEED_PACKAGES
-
 _PACKAGE = {"package": {"type": "string", "maxLength": 60, "description": "which package, e.g. 'the shoes'"}}
+# Changes need to know which package; with several on the way and none named, the car asks.
+_CHANGES = ("reschedule_delivery", "redirect_delivery", "hold_at_locker")
+
+
+def _ex(utterance: str, **arguments: Any) -> ToolExample:
+    return ToolExample(utterance, arguments)
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -39,16 +40,19 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-# What a request for each tool says (see Tool.intents).
-_PARCEL = ("package", "packages", "parcel", "parcels", "delivery", "deliveries", "shipment", "courier", "shoes",
-           "charger", "快递", "包裹", "送货", "物流", "配送")
-INTENTS: dict[str, tuple[str, ...]] = {
-    "list_deliveries": _PARCEL,
-    "track_package": (*_PARCEL, "arrive", "arriving", "where", "到哪", "什么时候到"),
-    "reschedule_delivery": (*_PARCEL, "reschedule", "move", "push", "postpone", "instead", "改到", "改天", "推迟", "延期"),
-    "redirect_delivery": (*_PARCEL, "redirect", "send it to", "deliver", "改送", "送到"),
-    "hold_at_locker": ("locker", "lockers", "hold", "pick up", "pickup", "柜", "驿站", "自提"),
+EXAMPLES = {
+    "list_deliveries": (_ex("what packages are coming today"), _ex("any deliveries for me"), _ex("我有几个快递")),
+    "track_package": (_ex("where are my shoes", package="shoes"), _ex("when does the charger arrive", package="charger"),
+                      _ex("充电器的快递到哪了", package="充电器")),
+    "reschedule_delivery": (_ex("move the book delivery to Saturday", package="book", day="Saturday"),
+                            _ex("can the lamp come tomorrow morning instead", package="lamp", day="tomorrow",
+                                time_window="morning"),
+                            _ex("快递改到明天下午送", day="明天", time_window="下午")),
+    "redirect_delivery": (_ex("send the lamp to my office instead", package="lamp", destination="office"),
+                          _ex("跑鞋改送到公司", package="跑鞋", destination="公司")),
+    "hold_at_locker": (_ex("just leave the charger in a locker", package="charger"), _ex("快递放快递柜吧")),
 }
+
 
 class DeliveriesPlugin(Plugin):
     name = "deliveries"
@@ -63,23 +67,61 @@ class DeliveriesPlugin(Plugin):
         await self.access.aclose()
 
     def vocabulary(self) -> list[str]:
-        return [p["description"] for p in SEED_PACKAGES] + [
-            "package",
-            "parcel",
-            "locker",
-            "快递",
-            "包裹",
-            "快递柜",
-        ]
+        kept = self._kept_packages()
+        words = [w for p in kept for w in (p.get("description"), p.get("description_zh")) if w]
+        return words + ["package", "parcel", "locker", "快递", "包裹", "快递柜"]
+
+    def _kept_packages(self) -> list[dict[str, Any]]:
+        try:
+            kept = self.access.store.last_status("deliveries", "packages")
+        except Exception:  # the store is the outbox's: trouble there must not stop recognition
+            return []
+        return list(kept[0]) if kept else []
+
+    async def prepare(self, ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> Prepared:
+        if tool not in (*_CHANGES, "track_package"):
+            return Prepared(dict(arguments))
+        try:
+            read = await self._packages()
+        except ServiceError:
+            read = None
+        packages = read.data if read is not None else []
+        if not packages:
+            return Prepared(dict(arguments))  # the handler says it cannot reach the service
+        wanted = arguments.get("package")
+        found = matching_packages(packages, wanted)
+        if wanted and len(found) == 1:
+            return Prepared({**arguments, "package": found[0]["description"]})
+        if tool == "track_package" and not wanted:
+            return Prepared(dict(arguments))  # where are my packages: all of them
+        if len(packages) == 1 and not wanted:
+            return Prepared({**arguments, "package": packages[0]["description"]})
+        options = found if len(found) > 1 else packages
+        names = [p["description_zh"] if _zh(ctx) else p["description"] for p in options]
+        if wanted and not found:
+            text = (f"没有找到{wanted}。是哪一个：{'、'.join(names)}？" if _zh(ctx)
+                    else f"I can't find {wanted}. Which one: {_or(names)}?")
+        else:
+            text = f"是哪个包裹：{'、'.join(names)}？" if _zh(ctx) else f"Which package: {_or(names)}?"
+        return Prepared(dict(arguments), question=Question("package", text, tuple(p["description"] for p in options)))
+
+    def fill(self, ctx: ToolContext, tool: str, arguments: dict[str, Any], question: Question,
+             answer: str) -> dict[str, Any] | None:
+        if question.slot != "package":
+            return None
+        kept = [p for p in self._kept_packages() if p["description"] in question.options]
+        found = matching_packages(kept, answer)
+        return {**arguments, "package": found[0]["description"]} if len(found) == 1 else None
 
     def tools(self) -> list[Tool]:
-        tools = [
+        return [
             Tool(
                 "list_deliveries",
                 "List the driver's packages that are on their way.",
                 _obj({}),
                 self._list,
                 requires_network=True,
+                examples=EXAMPLES["list_deliveries"],
             ),
             Tool(
                 "track_package",
@@ -87,6 +129,7 @@ class DeliveriesPlugin(Plugin):
                 _obj(dict(_PACKAGE)),
                 self._track,
                 requires_network=True,
+                examples=EXAMPLES["track_package"],
             ),
             Tool(
                 "reschedule_delivery",
@@ -102,6 +145,8 @@ class DeliveriesPlugin(Plugin):
                 self._reschedule,
                 requires_network=True,
                 grounded=("day",),
+                examples=EXAMPLES["reschedule_delivery"],
+                questions={"day": ("Which day should it come?", "改到哪天送？")},
             ),
             Tool(
                 "redirect_delivery",
@@ -113,6 +158,8 @@ class DeliveriesPlugin(Plugin):
                 self._redirect,
                 requires_network=True,
                 grounded=("destination",),
+                examples=EXAMPLES["redirect_delivery"],
+                questions={"destination": ("Where should it go instead?", "改送到哪里？")},
             ),
             Tool(
                 "hold_at_locker",
@@ -120,9 +167,9 @@ class DeliveriesPlugin(Plugin):
                 _obj({**_PACKAGE, "locker": {"type": "string", "maxLength": 80}}),
                 self._hold,
                 requires_network=True,
+                examples=EXAMPLES["hold_at_locker"],
             ),
         ]
-        return [replace(t, intents=INTENTS.get(t.name, t.intents)) for t in tools]
 
     # ------------------------------------------------------------ reading
 
@@ -294,6 +341,10 @@ class DeliveriesPlugin(Plugin):
     async def _hold(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         body = {"locker": args["locker"]} if args.get("locker") else {}
         return await self._change(ctx, args, "hold_at_locker", "locker", body)
+
+
+def _or(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
 def _outbox_view(entry: Entry) -> dict[str, Any]:

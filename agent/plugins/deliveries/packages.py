@@ -1,47 +1,46 @@
-"""The reference packages on their way to the driver (seed data of the reference service, and the offline fixture)."""
+"""Which of the driver's packages they mean: "the shoes", 充电器, "P2", "the thing from JD"."""
 
 from __future__ import annotations
 
-SEED_PACKAGES = [
-    {
-        "id": "P1",
-        "description": "running shoes",
-        "description_zh": "跑鞋",
-        "carrier": "SF Express",
-        "status": "out for delivery",
-        "status_zh": "派送中",
-        "eta": "today 14:00-16:00",
-        "destination": "home",
-    },
-    {
-        "id": "P2",
-        "description": "phone charger",
-        "description_zh": "手机充电器",
-        "carrier": "JD Logistics",
-        "status": "in transit",
-        "status_zh": "运输中",
-        "eta": "tomorrow",
-        "destination": "home",
-    },
-]
+import re
+import unicodedata
+from typing import Any
 
 
-def find_package(packages: list[dict], wanted: str | None) -> dict | None:
-    """The package the driver means ("the shoes", "充电器", "P2"); the first one when they did not say."""
+def _norm(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"\b(the|my|a|an|package|parcel|delivery|one|with|of)\b", " ", text)
+    return " ".join(re.sub(r"[^\w\u3400-\u9fff]+", " ", text).split())
+
+
+def _words(text: str) -> list[str]:
+    return [w.rstrip("s") for w in _norm(text).split() if len(w) > 2]
+
+
+def matching_packages(packages: list[dict[str, Any]], wanted: str | None) -> list[dict[str, Any]]:
+    """Every package `wanted` may name (by id, description, Chinese description, alias or carrier)."""
+    if not wanted or not _norm(wanted):
+        return []
+    w = _norm(wanted)
+    exact = [p for p in packages if p.get("id", "").casefold() == w]
+    if exact:
+        return exact
+    out = []
+    for p in packages:
+        names = [p.get("description", ""), *p.get("aliases", []), p.get("carrier", "")]
+        zh = [p.get("description_zh", ""), *[a for a in p.get("aliases", []) if re.search(r"[\u3400-\u9fff]", a)]]
+        said = set(_words(wanted))
+        if (any(said & set(_words(n)) for n in names if n)
+                or any(z and (z in wanted or (len(wanted) >= 2 and wanted in z)) for z in zh)):
+            out.append(p)
+    return out
+
+
+def find_package(packages: list[dict[str, Any]], wanted: str | None) -> dict[str, Any] | None:
+    """The package the driver means; the first one when they did not say, None when nothing matches."""
     if not packages:
         return None
     if not wanted:
         return packages[0]
-    w = wanted.casefold().strip()
-    for p in packages:
-        if p["id"].casefold() == w:
-            return p
-    for p in packages:
-        words = [word.rstrip("s") for word in w.split() if len(word) > 2]
-        if (
-            any(word and word in p["description"] for word in words)
-            or p["description_zh"] in wanted
-            or (wanted in p["description_zh"])
-        ):
-            return p
-    return None
+    found = matching_packages(packages, wanted)
+    return found[0] if found else None
