@@ -1107,7 +1107,7 @@ async def llm_overhead(assistant: Any, text: str, reps: int) -> dict[str, Any]:
             "decode tokens/s through Assistant._stream (the turn's worker-thread/event-loop layer; the "
             "model answered this prompt with a tool call), median of alternating pairs"
         )
-        prompt = model.render([assistant._system, {"role": "user", "content": text}], assistant._tools_prompt)
+        prompt = await assistant._prompt(text)
         for _ in range(reps):
             stamps: list[tuple[float, float]] = []
             async with contextlib.aclosing(assistant._stream(prompt.tokens, max_tokens=48)) as steps:

@@ -46,14 +46,19 @@ class LlmConfig(Section):
     # (wake word, VAD, recognition) need a core at the same moment, a thread per core stalls generation badly
     # (measured here: 5x slower with 2 threads on 2 busy cores than with 1).
     n_threads: int | None = Field(default=None, ge=1, le=64)
-    n_ctx: int = Field(default=4096, ge=512, le=32768)
+    n_ctx: int = Field(default=8192, ge=512, le=32768)
     n_batch: int = Field(default=256, ge=8, le=4096)
     n_gpu_layers: int = Field(default=0, ge=-1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_reply_tokens: int = Field(default=80, ge=8, le=1024)
     max_call_tokens: int = Field(default=96, ge=16, le=1024)
-    # Turns of history kept for follow-ups ("make it 22 instead"); each is re-read on every turn, so keep it small.
-    history_turns: int = Field(default=1, ge=0, le=20)
+    # Turns of the drive the model sees for follow-ups ("make it two degrees warmer", "cancel that"). Only turns
+    # that did something are kept; they stay in the KV cache between turns, so they cost little.
+    history_turns: int = Field(default=4, ge=0, le=20)
+    # A remembered turn older than this is not what a follow-up refers to.
+    context_seconds: float = Field(default=180.0, gt=0, le=3600)
+    # How calls are written between the turn engine and the model (agent/understanding/wire.py).
+    call_format: Literal["line", "qwen"] = "line"
     # Persist the system prompt's KV cache so the first turn after a restart starts fast.
     persist_prompt_cache: bool = True
     # Constrain output with a grammar built from the tool schemas (every call parses and validates).
@@ -171,13 +176,16 @@ class VehicleConfig(Section):
     min_temperature_c: float = 16.0
     max_temperature_c: float = 30.0
     places: list[Place] = [
-        Place(name="home", address="12 Linden Road", aliases=["家", "回家"]),
-        Place(name="work", address="88 Century Avenue", aliases=["office", "company", "公司", "单位"]),
+        Place(name="home", address="12 Linden Road", aliases=["家", "回家", "我家", "house", "my place"]),
+        Place(name="work", address="88 Century Avenue", aliases=["office", "company", "the office", "公司", "单位", "办公室"]),
+        Place(name="gym", address="5 Riverside Drive", aliases=["the gym", "fitness center", "健身房"]),
     ]
     contacts: list[Contact] = [
-        Contact(name="Mom", number="+86 138 0000 0001", aliases=["mum", "mother", "妈妈", "老妈", "我妈"]),
-        Contact(name="Li Wei", number="+86 138 0000 0002", aliases=["李伟"]),
-        Contact(name="Sarah", number="+1 555 0100", aliases=[]),
+        Contact(name="Mom", number="+86 138 0000 0001", aliases=["mum", "mother", "mommy", "ma", "妈妈", "老妈", "我妈", "妈"]),
+        Contact(name="Dad", number="+86 138 0000 0003", aliases=["father", "daddy", "pop", "爸爸", "老爸", "我爸", "爸"]),
+        Contact(name="Li Wei", number="+86 138 0000 0002", aliases=["李伟", "lee way", "li way"]),
+        Contact(name="Zhang Min", number="+86 139 0000 0004", aliases=["张敏", "jang min", "zhang ming"]),
+        Contact(name="Sarah", number="+1 555 0100", aliases=["sara"]),
     ]
 
 

@@ -411,7 +411,7 @@ async def spoken_drive(
     from agent.runtime import build_assistant
     from agent.services.reference import ReferenceService
     from agent.services.wiring import open_services
-    from agent.turn import Assistant
+    from agent.understanding.engine import Assistant
 
     drive = drive or DRIVE
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from agent.audio.sinks import AudioSink
 from agent.audio.vad import Endpointer, EndReason
 from agent.config import Config
 from agent.events import EventBus, TurnTimings, now_ms
-from agent.llm.prompts import line
+from agent.understanding.replies import line
 from agent.logging import get_logger
 from agent.tts.base import Synthesizer
 from agent.tts.sentences import speak_stream
@@ -151,7 +151,7 @@ class VoicePipeline:
     def __init__(
         self,
         config: Config,
-        assistant: Any,  # agent.turn.Assistant (or a subclass: tests count model calls)
+        assistant: Any,  # agent.understanding.engine.Assistant (or a subclass: tests count model calls)
         source: Any,  # AudioSource (`stream()`) or any async iterable of AudioChunk
         sink: AudioSink,
         *,

@@ -10,7 +10,7 @@ from typing import Any
 from agent.config import Config, cache_dir
 from agent.events import EventBus
 from agent.plugins.loader import ToolRegistry, load_registry
-from agent.turn import Assistant
+from agent.understanding.engine import Assistant
 
 
 def llm_model(config: Config) -> tuple[str, Path]:

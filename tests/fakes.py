@@ -14,59 +14,58 @@ from typing import Any
 from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
 from agent.plugins.base import ToolContext, ToolResult
 from agent.plugins.meals import MealsPlugin
+from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import SimulatedVehicle
+from agent.services.reference import load_catalogue
+from agent.understanding.wire import Call, CallFormat, Decision, LineFormat
 
-# The turn engine forces these prefixes after the model opened a tool call (agent/turn.py, phases 2 and 3).
-NAME_PREFIX = '{"name": "'
-ARGS_SUFFIX = '"arguments": '
+# What the scripted model says: a spoken reply (str), a tool call ({"name", "arguments"}), several calls (a list of
+# them), raw text the model writes (Raw: parsed with the call format), or an exception raised from generate().
+Output = str | dict[str, Any] | list[dict[str, Any]] | BaseException
 
-# What the scripted model says: a spoken reply (str), a tool call ({"name", "arguments"}), raw text the model
-# writes as its first tokens (Raw), or an exception raised from inside generate().
-Output = str | dict[str, Any] | BaseException
+END = 3  # the fake's end-of-answer token (ETX)
 
 
 @dataclass(frozen=True)
 class Raw:
-    """First tokens written verbatim, e.g. Qwen's `<tool_call>` wrapper around the JSON call."""
+    """An answer written verbatim in the call format, e.g. two lines of calls."""
 
     text: str
-    call: dict[str, Any]
 
 
 @dataclass
 class GenerateCall:
-    """One generate() request as the fake saw it: which phase, for which utterance, with what constraints."""
+    """One request to the fake as it saw it: which phase, for which utterance, with what constraints."""
 
-    phase: str  # "decide", "name", "arguments" or "second-pass"
+    phase: str  # "decide" (labels scored), "next" (another call?), "arguments", "say"
     utterance: str
     prompt_text: str
     max_tokens: int
     json_schema: dict[str, Any] | None
-    ban_first: tuple[int, ...]
+    ban_first: tuple[int, ...] = ()
 
 
 class FakeModel(LanguageModel):
     """A LanguageModel whose tokens are characters and whose answers come from a script keyed by utterance.
 
-    render() joins the messages as `<|role|>content` lines; tokenize() maps each character to its code
-    point, so generate() can read back exactly what the turn engine asked for: the first tokens of an
-    answer (`decide`), the tool name after a forced `{"name": "`, the arguments after a forced
-    `..."arguments": `, or the wording of a tool result (`second-pass`, when the last message is the
-    tool's).
+    It writes its answers through the same call format as the turn engine reads them (agent/understanding/
+    wire.py), so scoring a label, decoding arguments after a label and writing words after `say:` all see
+    exactly what a real model would have to produce.
     """
 
     model_id = "fake-qwen-0"
+    end_tokens = [END]
 
     def __init__(
         self,
         script: dict[str, Output],
         *,
-        second_pass: str = "All done.",
         default: Output = "Sorry, I didn't understand.",
+        fmt: CallFormat | None = None,
     ) -> None:
         self.script = dict(script)
-        self.second_pass = second_pass
         self.default = default
+        self.format = fmt or LineFormat()
         self.calls: list[GenerateCall] = []
         self.prompts: list[str] = []
         self.warmed: list[ChatPrompt] = []
@@ -76,7 +75,6 @@ class FakeModel(LanguageModel):
 
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> ChatPrompt:
         system = "".join(f"<|{m['role']}|>{m['content']}\n" for m in messages if m["role"] == "system")
-        system += "<|tools|>" + json.dumps([t["function"]["name"] for t in tools]) + "\n"
         rest = "".join(f"<|{m['role']}|>{m['content']}\n" for m in messages if m["role"] != "system")
         text = system + rest + "<|assistant|>"
         with self._lock:
@@ -86,6 +84,22 @@ class FakeModel(LanguageModel):
     def tokenize(self, text: str) -> list[int]:
         return [ord(ch) for ch in text]
 
+    def score(self, tokens: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
+        text = "".join(chr(t) for t in tokens)
+        answer, written = self._answer_so_far(text)
+        phase = "next" if written else "decide"
+        with self._lock:
+            self.calls.append(GenerateCall(phase, _last_user_message(text), text, 0, None))
+        rest = answer[len(written):] if answer.startswith(written) else ""
+        out = []
+        for option in options:
+            if list(option) == [END]:
+                out.append(0.0 if not rest else -20.0)
+            else:
+                piece = "".join(chr(t) for t in option)
+                out.append(0.0 if rest and rest.startswith(piece) else -20.0)
+        return out
+
     def generate(
         self,
         tokens: Sequence[int],
@@ -93,18 +107,22 @@ class FakeModel(LanguageModel):
         max_tokens: int,
         stop_tokens: Sequence[int] = (),
         json_schema: dict[str, Any] | None = None,
+        lead: str = "",
         ban_first: Sequence[int] = (),
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[GenerationStep]:
         text = "".join(chr(t) for t in tokens)
-        utterance = _last_user_message(text)
-        phase = _phase(text)
+        answer, written = self._answer_so_far(text)
+        phase = "arguments" if json_schema is not None or lead else "say"
         with self._lock:
-            self.calls.append(GenerateCall(phase, utterance, text, max_tokens, json_schema, tuple(ban_first)))
-        output = self.script.get(utterance, self.default)
-        if isinstance(output, BaseException):
-            raise output
-        for n, ch in enumerate(self._answer(phase, output)):
+            self.calls.append(GenerateCall(phase, _last_user_message(text), text, max_tokens, json_schema,
+                                           tuple(ban_first)))
+        if isinstance(self._output(text), BaseException):
+            raise self._output(text)
+        if not answer.startswith(written):
+            raise AssertionError(f"the engine wrote {written!r}, but the script answers {answer!r}")
+        rest = answer[len(written):].split("\n", 1)[0]  # one call (or the words) per line
+        for n, ch in enumerate(rest):
             if n >= max_tokens or should_stop():
                 return
             yield GenerationStep(token=ord(ch), text=ch)
@@ -113,22 +131,27 @@ class FakeModel(LanguageModel):
         self.warmed.append(prefix)
         return {"prefix_tokens": prefix.prefix_len, "source": "fake"}
 
-    # ------------------------------------------------------------------ what the script says in each phase
+    # ------------------------------------------------------------------ what the script says
 
-    def _answer(self, phase: str, output: Output) -> str:
-        if phase == "second-pass":
-            return self.second_pass
-        call = output.call if isinstance(output, Raw) else output
-        if phase == "decide":
-            if isinstance(output, Raw):
-                return output.text
-            return json.dumps(output, ensure_ascii=False) if isinstance(output, dict) else str(output)
-        if not isinstance(call, dict):
-            raise AssertionError(f"engine asked for a tool {phase} but the script has a reply: {output!r}")
-        if phase == "name":
-            return f'{call["name"]}"}}'  # the model goes on writing; the engine stops at the closing quote
-        # The arguments grammar ends the generation when the JSON object closes.
-        return json.dumps(call.get("arguments", {}), ensure_ascii=False)
+    def _output(self, prompt_text: str) -> Output:
+        return self.script.get(_last_user_message(prompt_text), self.default)
+
+    def _answer_so_far(self, prompt_text: str) -> tuple[str, str]:
+        """The scripted answer for the prompt's utterance in the call format, and what the engine has already
+        written of it after the assistant tag."""
+        output = self._output(prompt_text)
+        written = prompt_text.rpartition("<|assistant|>")[2]
+        if isinstance(output, BaseException):
+            return "", written
+        if isinstance(output, Raw):
+            return output.text, written
+        if isinstance(output, dict):
+            output = [output]
+        if isinstance(output, list):
+            decision = Decision(calls=tuple(Call(c["name"], c.get("arguments", {})) for c in output))
+        else:
+            decision = Decision(say=str(output))
+        return self.format.render(decision), written
 
     def phases(self) -> list[str]:
         with self._lock:
@@ -138,16 +161,6 @@ class FakeModel(LanguageModel):
 def _last_user_message(prompt_text: str) -> str:
     _, _, tail = prompt_text.rpartition("<|user|>")
     return tail.split("\n", 1)[0]
-
-
-def _phase(prompt_text: str) -> str:
-    if prompt_text.endswith(NAME_PREFIX):
-        return "name"
-    if prompt_text.endswith(ARGS_SUFFIX):
-        return "arguments"
-    if prompt_text.rpartition("<|user|>")[2].count("<|tool|>"):
-        return "second-pass"
-    return "decide"
 
 
 class BrokenModel(FakeModel):
@@ -197,6 +210,11 @@ class OfflineMealsPlugin(MealsPlugin):
     def __init__(self, config: Any) -> None:
         super().__init__(config, services={})
         self.orders: list[PlacedOrder] = []
+        self._catalogue = Catalogue.from_json(load_catalogue())
+        self._catalogue_age_at = float("inf")  # never due: there is no service to ask
+
+    async def catalogue(self) -> Catalogue | None:
+        return self._catalogue
 
     async def _order(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         self.orders.append(PlacedOrder(dict(args), ctx.utterance, ctx.language))

@@ -24,7 +24,7 @@ from agent.config import Config, VadConfig, WakeConfig
 from agent.events import EventBus, TurnTimings, now_ms
 from agent.pipeline import State, VoicePipeline
 from agent.plugins.loader import ToolRegistry
-from agent.turn import Assistant, ToolCallRecord, TurnResult
+from agent.understanding.engine import Assistant, ToolCallRecord, TurnResult
 from agent.wake.detector import WakeDetector
 
 RATE = 16000

@@ -7,6 +7,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +37,11 @@ def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
 
 
+def _logsumexp(x: np.ndarray) -> float:
+    top = float(np.max(x))
+    return top + float(np.log(np.sum(np.exp(x - top))))
+
+
 def check_gguf(path: Path, model_id: str) -> None:
     fix = f"cabin-agent models fetch {model_id}"
     if not path.is_file():
@@ -61,8 +67,10 @@ class GrammarGate:
     filter the full vocabulary. Every token still passes the grammar, so every call parses.
     """
 
-    def __init__(self, lib: Any, vocab: Any, gbnf: str, root: str = "root") -> None:
+    def __init__(self, lib: Any, vocab: Any, gbnf: str, root: str = "root",
+                 on_scores: Callable[[int, np.ndarray], None] | None = None) -> None:
         self._lib = lib
+        self._on_scores = on_scores
         self._sampler = lib.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), root.encode("utf-8"))
         if not self._sampler:
             raise LlmError("the tool's argument grammar could not be compiled", code="llm-grammar-invalid")
@@ -77,6 +85,8 @@ class GrammarGate:
         self._lib.llama_sampler_apply(self._sampler, ctypes.byref(arr))
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self._on_scores is not None:
+            self._on_scores(len(input_ids), scores)
         token = int(np.argmax(scores))
         self.checks += 1
         self._one[0].id, self._one[0].logit, self._one[0].p = token, float(scores[token]), 0.0
@@ -142,6 +152,8 @@ class LlamaCppModel:
         self.load_ms = (time.monotonic() - started) * 1000
         self.cache_dir = cache_dir
         self._grammars: dict[str, str] = {}
+        self._logits = np.zeros(0)
+        self._logits_for = -1  # context length the saved logits belong to (-1: none)
         self.last_grammar_stats: dict[str, int] = {}
         self._template = self._load_template()
         self.end_tokens = sorted(
@@ -193,14 +205,31 @@ class LlamaCppModel:
 
     # ------------------------------------------------------------------ decoding
 
-    def _grammar(self, schema: dict[str, Any]) -> GrammarGate:
-        """A fresh gate (grammar state is per generation) from the schema's GBNF, converted once per schema."""
-        key = json.dumps(schema, sort_keys=True)
+    def _grammar(self, schema: dict[str, Any], lead: str = "") -> GrammarGate:
+        """A fresh gate (grammar state is per generation) from the schema's GBNF, converted once per schema.
+
+        `lead` is literal text the grammar writes before the JSON (the call format's separator), so the
+        tokens stay the ones the model would choose itself rather than a forced space on its own.
+        """
+        key = json.dumps([schema, lead], sort_keys=True)
         gbnf = self._grammars.get(key)
         if gbnf is None:
             grammar = self._llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            gbnf = self._grammars[key] = grammar._grammar
-        return GrammarGate(self._llama_cpp, self.llm._model.vocab, gbnf)
+            gbnf = grammar._grammar
+            if lead:
+                # A call's line may end with its newline: the model writes "}\n" as one token, and refusing it
+                # would cost a filter over the whole vocabulary at the end of every call.
+                gbnf = re.sub(r"(?m)^root ::=", "call-arguments ::=", gbnf, count=1)
+                gbnf += f'\nroot ::= {json.dumps(lead)} call-arguments "\\n"?\n'
+
+            self._grammars[key] = gbnf
+        return GrammarGate(self._llama_cpp, self.llm._model.vocab, gbnf, on_scores=self._keep_scores)
+
+    def _keep_scores(self, position: int, scores: np.ndarray) -> None:
+        # The logits the last grammar step saw: after a call's closing brace they say whether the model wants
+        # another call, for free.
+        self._logits = scores.astype(np.float64)
+        self._logits_for = position
 
     def generate(
         self,
@@ -209,6 +238,7 @@ class LlamaCppModel:
         max_tokens: int,
         stop_tokens: Sequence[int] = (),
         json_schema: dict[str, Any] | None = None,
+        lead: str = "",
         ban_first: Sequence[int] = (),
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[GenerationStep]:
@@ -216,10 +246,13 @@ class LlamaCppModel:
 
         The longest token prefix already in the KV cache is reused, so the system prompt costs nothing here.
         """
+        self._logits_for = -1  # llama's own loop moves the context on
         stops = set(stop_tokens) | set(self.end_tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         processors = None
-        gate = self._grammar(json_schema) if json_schema is not None else None
+        if json_schema is None and lead:
+            json_schema = {"type": "object"}
+        gate = self._grammar(json_schema, lead) if json_schema is not None else None
         if gate is not None:
             processors = self._llama_cpp.LogitsProcessorList([gate])
         elif ban_first:
@@ -249,6 +282,62 @@ class LlamaCppModel:
                 self.last_grammar_stats = {"checks": gate.checks, "rejections": gate.rejections}
                 gate.close()
 
+    # ------------------------------------------------------------------ scoring choices
+
+    def _eval_to(self, tokens: Sequence[int]) -> np.ndarray:
+        """Make `tokens` the context (reusing the longest cached prefix) and return the last position's logits."""
+        tokens = list(tokens)
+        cached = self.llm.n_tokens
+        common = 0
+        for a, b in zip(self.llm.input_ids[:cached], tokens, strict=False):
+            if a != b:
+                break
+            common += 1
+        if common == len(tokens) and self._logits_for == len(tokens):
+            return self._logits
+        # The logits of the last prompt position are needed: replay it when the whole prompt is cached.
+        common = min(common, len(tokens) - 1)
+        self.llm.n_tokens = common
+        self.llm.eval(tokens[common:])
+        return self._read_logits()
+
+    def _read_logits(self) -> np.ndarray:
+        ptr = self.llm._ctx.get_logits()
+        self._logits = np.ctypeslib.as_array(ptr, shape=(self.llm.n_vocab(),)).astype(np.float64)
+        self._logits_for = self.llm.n_tokens
+        return self._logits
+
+    def score(self, tokens: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
+        """The model's log-probability of each option (a token sequence) as the continuation of `tokens`.
+
+        Options are walked as a trie: one evaluation gives every first token's probability, and a further token
+        is evaluated only where options share a prefix and must be told apart (order_meal / order_status).
+        Tokens after the point where an option is the only one left are near-certain and not evaluated.
+        """
+        base_logits = self._eval_to(tokens)
+        base = self.llm.n_tokens
+        scores = [0.0] * len(options)
+
+        def walk(depth: int, members: list[int], logits: np.ndarray, position: int) -> None:
+            logp = logits - _logsumexp(logits)
+            groups: dict[int, list[int]] = {}
+            for i in members:
+                if depth < len(options[i]):
+                    groups.setdefault(options[i][depth], []).append(i)
+            for token, group in groups.items():
+                for i in group:
+                    scores[i] += float(logp[token])
+                longer = [i for i in group if len(options[i]) > depth + 1]
+                if len(group) > 1 and longer:
+                    self.llm.n_tokens = position
+                    self.llm.eval([token])
+                    walk(depth + 1, longer, self._read_logits(), position + 1)
+
+        walk(0, list(range(len(options))), base_logits, base)
+        self.llm.n_tokens = base
+        self._logits_for = -1
+        return scores
+
     # ------------------------------------------------------------------ prompt cache
 
     def _cache_path(self, prefix_tokens: Sequence[int]) -> Path | None:
@@ -269,6 +358,7 @@ class LlamaCppModel:
         """
         tokens = prefix.tokens[: prefix.prefix_len]
         n = len(tokens)
+        self._logits_for = -1
         started = time.monotonic()
         if self.llm.n_tokens >= n and list(self.llm.input_ids[:n]) == tokens:
             return {"source": "memory", "tokens": n, "ms": 0.0}

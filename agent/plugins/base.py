@@ -39,6 +39,35 @@ Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolResult]]
 
 
 @dataclass(frozen=True)
+class ToolExample:
+    """A request for a tool as a driver says it, and the arguments the model should write for it (in the
+    driver's words). Shown to the model in the cached prompt; the more real the phrasing, the better."""
+
+    utterance: str
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Question:
+    """What the car asks back when a call cannot go ahead yet: a missing value, or which of several matches."""
+
+    slot: str
+    text: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass
+class Prepared:
+    """A call made ready by its plugin: final arguments in the car's own names (a catalogue item, a saved
+    place), or a question to ask first, or a reason it cannot be done (spoken to the driver)."""
+
+    arguments: dict[str, Any]
+    question: Question | None = None
+    problem: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # what the plugin worked out (a quote), for the handler
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
@@ -55,6 +84,10 @@ class Tool:
     # whose utterance has none is refused: small models answer "open the sunroof" with navigate_to("sunroof").
     intents: tuple[str, ...] = ()
     plugin: str = ""
+    # Worked examples for the model's cached prompt, English and Chinese.
+    examples: tuple[ToolExample, ...] = field(default=(), hash=False)
+    # The question for each required argument the driver may leave out: {"item": ("What would you like?", "您想点什么？")}.
+    questions: dict[str, tuple[str, str]] = field(default_factory=dict, hash=False)
 
     def schema_for_prompt(self) -> dict[str, Any]:
         """The OpenAI-style function description that Qwen's chat template renders into the system prompt."""
@@ -79,6 +112,19 @@ class Plugin:
     def vocabulary(self) -> list[str]:
         """Words recognition should be biased toward: menu items, contact names, saved places."""
         return []
+
+    async def prepare(self, ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> Prepared:
+        """Turn a grounded call into the car's own terms before it is confirmed or run (default: as it is)."""
+        return Prepared(dict(arguments))
+
+    def fill(self, ctx: ToolContext, tool: str, arguments: dict[str, Any], question: Question,
+             answer: str) -> dict[str, Any] | None:
+        """Arguments completed by a short answer to `question` ("large", "the shoes"); None: not an answer."""
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """What this plugin knows about the car right now, compactly (for follow-ups and the status command)."""
+        return {}
 
     async def start(self) -> None:
         """Open connections, start background work. Failing here disables the plugin, not the daemon."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dataclasses import replace
-
-from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
+from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.vehicle.state import SimulatedVehicle, VehicleAdapter, match_name
+
+ZONES = ["all", "driver", "passenger", "rear"]
+MEDIA_KINDS = ["music", "radio", "podcast", "audiobook"]
+MEDIA_ACTIONS = ["pause", "resume", "next", "previous", "volume_up", "volume_down"]
 
 
 def _say(ctx: ToolContext, en: str, zh: str) -> str:
@@ -18,24 +20,67 @@ def _fmt_temp(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
-# What a request for each tool says (see Tool.intents); English and Chinese.
-INTENTS: dict[str, tuple[str, ...]] = {
-    "set_climate": ("temperature", "temp", "degree", "degrees", "warm", "warmer", "cool", "cooler", "cold", "colder",
-                    "hot", "heat", "heating", "chilly", "freezing", "stuffy", "fan", "blower", "ac", "a/c", "a c", "air con", "aircon", "air",
-                    "climate", "defrost", "driver side", "passenger side", "back seat", "back seats", "rear", "温度", "度", "空调", "风", "冷", "热", "暖", "凉"),
-    "navigate_to": ("navigate", "navigation", "take me", "go to", "go home", "drive to", "drive me", "directions",
-                    "route", "head to", "get to", "get me to", "way to", "home", "work", "office", "导航", "去",
-                    "到", "回家", "路线", "开往"),
-    "play_media": ("play", "put on", "listen", "music", "song", "songs", "radio", "podcast", "album", "playlist",
-                   "station", "rock", "jazz", "pop", "classical", "hip hop", "country", "blues", "something by",
-                   "放", "播", "听", "音乐", "歌", "电台", "广播", "播客", "来点", "来一首", "爵士", "摇滚", "流行",
-                   "古典"),
-    "media_control": ("pause", "resume", "continue", "next", "skip", "previous", "back", "volume", "louder",
-                      "quieter", "softer", "turn it up", "turn it down", "turn up", "turn down", "mute", "stop",
-                      "暂停", "继续", "下一", "上一", "音量", "声音", "大声", "小声", "大一点", "小一点", "调大", "调小",
-                      "换一首", "切歌", "停"),
-    "call_contact": ("call", "phone", "ring", "dial", "打电话", "打给", "呼叫", "拨", "电话"),
+def _ex(utterance: str, **arguments: Any) -> ToolExample:
+    return ToolExample(utterance, arguments)
+
+
+CLIMATE_EXAMPLES = (
+    _ex("set the temperature to 21", temperature_c=21),
+    _ex("uh can you make it twenty three in here", temperature_c=23),
+    _ex("it's freezing", temperature_change_c=2),
+    _ex("a bit cooler please", temperature_change_c=-1),
+    _ex("passenger side to twenty four", temperature_c=24, zone="passenger"),
+    _ex("turn off the AC", ac=False),
+    _ex("fan on three", fan_level=3),
+    _ex("温度调到二十二度", temperature_c=22),
+    _ex("有点热", temperature_change_c=-1),
+    _ex("后排调到25度", temperature_c=25, zone="rear"),
+    _ex("把空调打开", ac=True),
+    _ex("风量调小一点", fan_level=1),
+)
+NAVIGATION_EXAMPLES = (
+    _ex("take me home", destination="home"),
+    _ex("I need to get to the airport", destination="airport"),
+    _ex("find me a route to the nearest gas station", destination="nearest gas station"),
+    _ex("let's go to the office", destination="office"),
+    _ex("导航去公司", destination="公司"),
+    _ex("我要去火车站", destination="火车站"),
+    _ex("回家", destination="家"),
+)
+PLAY_EXAMPLES = (
+    _ex("play some jazz", query="jazz"),
+    _ex("play music", ),
+    _ex("I wanna hear Hotel California", query="Hotel California"),
+    _ex("put on the radio", kind="radio"),
+    _ex("continue my audiobook", kind="audiobook"),
+    _ex("放一首周杰伦的歌", query="周杰伦"),
+    _ex("来点音乐"),
+    _ex("听一下交通广播", query="交通广播", kind="radio"),
+)
+CONTROL_EXAMPLES = (
+    _ex("skip this song", action="next"),
+    _ex("louder", action="volume_up"),
+    _ex("pause the music", action="pause"),
+    _ex("声音小一点", action="volume_down"),
+    _ex("下一首", action="next"),
+    _ex("继续播放", action="resume"),
+)
+CALL_EXAMPLES = (
+    _ex("call mom", name="mom"),
+    _ex("can you ring Sarah for me", name="Sarah"),
+    _ex("get Li Wei on the phone", name="Li Wei"),
+    _ex("给李伟打个电话", name="李伟"),
+    _ex("打给我爸", name="我爸"),
+)
+
+CLIMATE_CUES = {
+    "zone": ("driver", "passenger", "rear", "back seat", "back", "my side", "her side", "his side", "wife",
+             "husband", "kids", "主驾", "副驾", "后排", "后座", "司机", "乘客", "我这边", "她那边", "他那边"),
+    "fan_level": ("fan", "blower", "风"),
+    "ac": ("ac", "a/c", "a c", "air con", "aircon", "air conditioning", "air conditioner", "cooling",
+           "空调", "冷气"),
 }
+
 
 class VehiclePlugin(Plugin):
     name = "vehicle"
@@ -54,36 +99,38 @@ class VehiclePlugin(Plugin):
             words += [contact.name, *contact.aliases]
         return words
 
+    def state(self) -> dict[str, Any]:
+        snap = self.vehicle.snapshot()
+        return {"climate": snap["climate"], "route": snap["route"], "media": snap["media"]}
+
     def tools(self) -> list[Tool]:
         low, high = self.limits
-        tools = [
+        return [
             Tool(
                 name="set_climate",
-                description="Set the cabin temperature in degrees Celsius, the fan speed, or turn the air "
-                "conditioning on or off.",
+                description="cabin temperature (absolute, or a change such as +2 warmer / -1 cooler), fan "
+                "speed, air conditioning on or off",
                 parameters={
                     "type": "object",
                     "properties": {
                         "temperature_c": {"type": "number", "minimum": low, "maximum": high},
-                        "zone": {"type": "string", "enum": ["all", "driver", "passenger", "rear"]},
+                        "temperature_change_c": {"type": "number", "minimum": -10, "maximum": 10},
+                        "zone": {"type": "string", "enum": ZONES},
                         "fan_level": {"type": "integer", "minimum": 0, "maximum": 7},
                         "ac": {"type": "boolean"},
                     },
+                    # Nothing said ("it's cold"): an empty call, and the car asks for a temperature.
                     "additionalProperties": False,
-                    "minProperties": 1,
                 },
                 handler=self._set_climate,
                 grounded=("temperature_c", "fan_level"),
-                cues={
-                    "zone": ("driver", "passenger", "rear", "back seat", "back", "主驾", "副驾", "后排", "司机", "乘客"),
-                    "fan_level": ("fan", "blower", "风"),
-                    "ac": ("ac", "a/c", "a c", "air con", "aircon", "air conditioning", "air conditioner", "空调", "冷气"),
-                },
+                cues=CLIMATE_CUES,
+                examples=CLIMATE_EXAMPLES,
             ),
             Tool(
                 name="navigate_to",
-                description="Start navigation to a destination: an address, a place name, or a saved place "
-                "such as home or work.",
+                description="start navigation to a destination: a place, an address, or a saved place such as "
+                "home or work",
                 parameters={
                     "type": "object",
                     "properties": {"destination": {"type": "string", "minLength": 1, "maxLength": 120}},
@@ -92,44 +139,44 @@ class VehiclePlugin(Plugin):
                 },
                 handler=self._navigate_to,
                 grounded=("destination",),
+                examples=NAVIGATION_EXAMPLES,
+                questions={"destination": ("Where would you like to go?", "您想去哪里？")},
             ),
             Tool(
                 name="play_media",
-                description="Start playing music, a radio station or a podcast the driver names (song, artist, genre); "
-                "not for skipping, pausing or volume.",
+                description="start playing music, a song, an artist or genre, a radio station, a podcast or an "
+                "audiobook (not for pause, skip or volume)",
                 parameters={
                     "type": "object",
                     "properties": {
                         "query": {"type": "string", "minLength": 1, "maxLength": 120},
-                        "kind": {"type": "string", "enum": ["music", "radio", "podcast"]},
+                        "kind": {"type": "string", "enum": MEDIA_KINDS},
                     },
-                    "required": ["query"],
                     "additionalProperties": False,
                 },
                 handler=self._play_media,
                 grounded=("query",),
-                cues={"kind": ("radio", "podcast", "station", "fm", "电台", "播客", "广播", "music", "song", "音乐", "歌")},
+                cues={"kind": ("radio", "podcast", "station", "fm", "am", "episode", "audiobook", "audio book",
+                               "book", "电台", "播客", "广播", "有声书", "听书", "小说", "music", "song", "音乐", "歌")},
+                examples=PLAY_EXAMPLES,
             ),
             Tool(
                 name="media_control",
-                description="Control what is already playing: pause, resume, skip to the next or previous track, "
-                "volume up or down.",
+                description="control what is already playing: pause, resume, next or previous track, volume up "
+                "or down",
                 parameters={
                     "type": "object",
-                    "properties": {
-                        "action": {
-                            "type": "string",
-                            "enum": ["pause", "resume", "next", "previous", "volume_up", "volume_down"],
-                        }
-                    },
+                    "properties": {"action": {"type": "string", "enum": MEDIA_ACTIONS}},
                     "required": ["action"],
                     "additionalProperties": False,
                 },
                 handler=self._media_control,
+                examples=CONTROL_EXAMPLES,
+                questions={"action": ("Pause, skip, or change the volume?", "暂停、切歌还是调音量？")},
             ),
             Tool(
                 name="call_contact",
-                description="Phone a contact from the driver's address book by name.",
+                description="phone a contact from the driver's address book by name",
                 parameters={
                     "type": "object",
                     "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 60}},
@@ -138,9 +185,62 @@ class VehiclePlugin(Plugin):
                 },
                 handler=self._call_contact,
                 grounded=("name",),
+                examples=CALL_EXAMPLES,
+                questions={"name": ("Who should I call?", "要打给谁？")},
             ),
         ]
-        return [replace(t, intents=INTENTS.get(t.name, t.intents)) for t in tools]
+
+    # ------------------------------------------------------------ before a call runs
+
+    async def prepare(self, ctx: ToolContext, tool: str, arguments: dict[str, Any]) -> Prepared:
+        args = dict(arguments)
+        if tool == "set_climate":
+            return self._prepare_climate(ctx, args)
+        if tool == "navigate_to":
+            place = self._place(args["destination"])
+            if place is not None:
+                args["destination"] = place.name
+        if tool == "call_contact":
+            contact = self._contact(args["name"])
+            if contact is None:
+                return Prepared(args, problem=_say(ctx, f"I couldn't find {args['name']} in your contacts.",
+                                                   f"通讯录里没有找到{args['name']}。"))
+            args["name"] = contact.name
+        return Prepared(args)
+
+    def _prepare_climate(self, ctx: ToolContext, args: dict[str, Any]) -> Prepared:
+        change = args.pop("temperature_change_c", None)
+        if change is not None and "temperature_c" not in args:
+            # "Two degrees warmer": from what the zone is set to now, within the car's limits.
+            zones = self.vehicle.snapshot()["climate"]["zones"]
+            zone = args.get("zone", "all")
+            current = zones.get("driver" if zone == "all" else zone, 22.0)
+            low, high = self.limits
+            target = max(low, min(high, round(current + float(change), 1)))
+            args["temperature_c"] = int(target) if float(target).is_integer() else target
+            args["temperature_change_c"] = change
+        if not ({"temperature_c", "fan_level", "ac"} & set(args)):
+            return Prepared(args, question=Question("temperature_c", _say(
+                ctx, "What temperature would you like?", "要调到多少度？")))
+        return Prepared(args)
+
+    def fill(self, ctx: ToolContext, tool: str, arguments: dict[str, Any], question: Question,
+             answer: str) -> dict[str, Any] | None:
+        if tool == "call_contact" and question.slot == "name":
+            contact = self._contact(answer)
+            return {**arguments, "name": contact.name} if contact else None
+        if tool == "navigate_to" and question.slot == "destination":
+            place = self._place(answer)
+            return {**arguments, "destination": place.name} if place else None
+        return None
+
+    def _place(self, wanted: str) -> Any:
+        return match_name(wanted, [(p.name, [p.name, *p.aliases], p) for p in self.config.vehicle.places])
+
+    def _contact(self, wanted: str) -> Any:
+        return match_name(wanted, [(c.name, [c.name, *c.aliases], c) for c in self.config.vehicle.contacts])
+
+    # ------------------------------------------------------------ the tools
 
     async def _set_climate(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         zone = args.get("zone", "all")
@@ -151,8 +251,9 @@ class VehiclePlugin(Plugin):
         if "temperature_c" in args:
             t = _fmt_temp(args["temperature_c"])
             where_en = "" if zone == "all" else f" on the {zone} side" if zone != "rear" else " in the rear"
+            where_zh = {"all": "", "driver": "主驾", "passenger": "副驾", "rear": "后排"}.get(zone, "")
             parts_en.append(f"temperature set to {t} degrees{where_en}")
-            parts_zh.append(f"温度已设为{t}度")
+            parts_zh.append(f"{where_zh}温度已设为{t}度")
         if "fan_level" in args:
             parts_en.append(f"fan at level {args['fan_level']}")
             parts_zh.append(f"风量{args['fan_level']}档")
@@ -165,7 +266,7 @@ class VehiclePlugin(Plugin):
 
     async def _navigate_to(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         wanted = args["destination"].strip()
-        place = match_name(wanted, [(p.name, [p.name, *p.aliases], p) for p in self.config.vehicle.places])
+        place = self._place(wanted)
         label, address = (place.name, place.address) if place else (wanted, wanted)
         route = self.vehicle.navigate(label, address)
         return ToolResult(
@@ -175,35 +276,26 @@ class VehiclePlugin(Plugin):
         )
 
     async def _play_media(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-        playing = self.vehicle.play(args["query"], args.get("kind", "music"))
-        return ToolResult(
-            ok=True, data={"now_playing": playing}, say=_say(ctx, f"Playing {args['query']}.", f"正在播放{args['query']}。")
-        )
+        query, kind = args.get("query"), args.get("kind", "music")
+        playing = self.vehicle.play(query or "", kind)
+        what_en = query or {"music": "music", "radio": "the radio", "podcast": "your podcast",
+                            "audiobook": "your audiobook"}[kind]
+        what_zh = query or {"music": "音乐", "radio": "电台", "podcast": "播客", "audiobook": "有声书"}[kind]
+        return ToolResult(ok=True, data={"now_playing": playing},
+                          say=_say(ctx, f"Playing {what_en}.", f"正在播放{what_zh}。"))
 
     async def _media_control(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         action = args["action"]
         state = self.vehicle.media_control(action)
-        en = {
-            "pause": "Paused.",
-            "resume": "Resuming.",
-            "next": "Next track.",
-            "previous": "Previous track.",
-            "volume_up": "Volume up.",
-            "volume_down": "Volume down.",
-        }[action]
-        zh = {
-            "pause": "已暂停。",
-            "resume": "继续播放。",
-            "next": "下一首。",
-            "previous": "上一首。",
-            "volume_up": "音量已调高。",
-            "volume_down": "音量已调低。",
-        }[action]
+        en = {"pause": "Paused.", "resume": "Resuming.", "next": "Next track.", "previous": "Previous track.",
+              "volume_up": "Volume up.", "volume_down": "Volume down."}[action]
+        zh = {"pause": "已暂停。", "resume": "继续播放。", "next": "下一首。", "previous": "上一首。",
+              "volume_up": "音量已调高。", "volume_down": "音量已调低。"}[action]
         return ToolResult(ok=True, data={"media": state}, say=_say(ctx, en, zh))
 
     async def _call_contact(self, ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
         wanted = args["name"].strip()
-        contact = match_name(wanted, [(c.name, [c.name, *c.aliases], c) for c in self.config.vehicle.contacts])
+        contact = self._contact(wanted)
         if contact is None:
             return ToolResult(
                 ok=False,
@@ -211,7 +303,8 @@ class VehiclePlugin(Plugin):
                 say=_say(ctx, f"I couldn't find {wanted} in your contacts.", f"通讯录里没有找到{wanted}。"),
             )
         call = self.vehicle.call(contact.name, contact.number)
-        return ToolResult(ok=True, data={"call": call}, say=_say(ctx, f"Calling {contact.name}.", f"正在呼叫{_zh_contact(contact)}。"))
+        return ToolResult(ok=True, data={"call": call},
+                          say=_say(ctx, f"Calling {contact.name}.", f"正在呼叫{_zh_contact(contact)}。"))
 
 
 def _zh_place(label: str, place: Any) -> str:

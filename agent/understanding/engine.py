@@ -1,0 +1,693 @@
+"""One turn of conversation: the driver's words in, the calls they ask for (decided by the model), a short reply.
+
+The model decides: its own probabilities over every label (each tool, or `say`) after the cached prompt pick
+what to do; the arguments are decoded under the tool's JSON schema, grounded in what was said, and made
+concrete by the tool's plugin (a catalogue item, a saved place), which may instead ask the one question that
+is missing. Purchases wait for a clear yes. Nothing here is a keyword gate: words only ever fill values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config import Config
+from agent.errors import LlmError
+from agent.events import EventBus, TurnTimings
+from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
+from agent.logging import bind_turn, get_logger, unbind_turn
+from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolResult
+from agent.plugins.loader import ToolRegistry
+from agent.understanding.confirmation import Pending as PendingKind
+from agent.understanding.confirmation import bare_answer, classify_answer
+from agent.understanding.context import Conversation
+from agent.understanding.grounding import ground_arguments, prune_schema
+from agent.understanding.language import detect_language
+from agent.understanding.prompt import build_prompt
+from agent.understanding.replies import claims_action, line
+from agent.understanding.wire import Call, Decision, call_format
+
+log = get_logger("turn")
+
+CONFIRMATION_TIMEOUT_S = 60.0
+QUESTION_TIMEOUT_S = 45.0
+MAX_CALLS_PER_TURN = 3
+# Statuses of calls that never reached a plugin; TurnResult lists them apart from the calls made.
+REJECTED = frozenset({"unknown-tool", "invalid"})
+_DONE = object()
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+
+
+@dataclass
+class ToolCallRecord:
+    name: str
+    arguments: dict[str, Any]
+    result: dict[str, Any] | None = None
+    valid: bool = True
+    # ok, failed: it ran. awaiting-confirmation: waits for the driver's yes. asking: waits for a missing value.
+    # cancelled: the driver said no. invalid, unknown-tool: never reached a plugin.
+    status: str = "ok"
+    error: str | None = None
+    dropped_arguments: dict[str, Any] = field(default_factory=dict)
+    needs_confirmation: bool = False
+    model_arguments: dict[str, Any] | None = None  # what the model wrote, before grounding and the plugin
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "arguments": self.arguments, "result": self.result, "valid": self.valid,
+               "status": self.status, "needs_confirmation": self.needs_confirmation}
+        if self.error:
+            out["error"] = self.error
+        if self.dropped_arguments:
+            out["dropped_arguments"] = self.dropped_arguments
+        if self.model_arguments is not None and self.model_arguments != self.arguments:
+            out["model_arguments"] = self.model_arguments
+        return out
+
+
+@dataclass
+class TurnResult:
+    turn_id: str
+    text: str
+    language: str
+    tool_calls: list[ToolCallRecord]
+    reply: str
+    timings_ms: dict[str, float]
+    awaiting_confirmation: bool = False
+    transcript: str | None = None
+    # Calls the model attempted that never reached a plugin: kept for eval and logs.
+    rejected_calls: list[ToolCallRecord] = field(default_factory=list)
+    asked: bool = False  # the reply is a question for a missing value
+    decision: dict[str, Any] = field(default_factory=dict)  # the labels the model weighed, for logs and eval
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "text": self.text,
+            "tool_calls": [c.as_dict() for c in self.tool_calls],
+            "reply": self.reply,
+            "timings_ms": self.timings_ms,
+            "language": self.language,
+            "turn_id": self.turn_id,
+            "awaiting_confirmation": self.awaiting_confirmation,
+            "asked": self.asked,
+            "rejected_calls": [c.as_dict() for c in self.rejected_calls],
+        }
+        if self.decision:
+            out["decision"] = self.decision
+        if self.transcript is not None:
+            out["transcript"] = self.transcript
+        return out
+
+
+@dataclass
+class Pending:
+    """A call waiting on the driver: a yes to a confirmation question, or the answer to a question."""
+
+    tool: Tool
+    arguments: dict[str, Any]
+    language: str
+    utterance: str
+    expires_at: float
+    prepared: Prepared | None = None
+    question: Question | None = None  # None: waiting for a yes
+    asked: str = ""  # what the car said, for asking again
+    asked_again: bool = False
+
+    @property
+    def kind(self) -> PendingKind:
+        return PendingKind.CANCEL if self.tool.name == "cancel_order" else PendingKind.PURCHASE
+
+
+@dataclass
+class _Turn:
+    """What one turn builds up while it runs."""
+
+    text: str
+    ctx: ToolContext
+    timings: TurnTimings
+    emit: Callable[[str], Any]
+    calls: list[ToolCallRecord] = field(default_factory=list)
+    made: list[Call] = field(default_factory=list)  # calls that ran or wait, as the history will show them
+    replies: list[str] = field(default_factory=list)
+    awaiting: bool = False
+    asked: bool = False
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def language(self) -> str:
+        return self.ctx.language
+
+    def say(self, text: str) -> None:
+        if text:
+            self.replies.append(text)
+            self.emit(text if len(self.replies) == 1 else " " + text)
+
+
+class Assistant:
+    """Runs turns against one local model and one tool registry, remembering the drive for follow-ups."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: ToolRegistry,
+        model: LanguageModel,
+        *,
+        events: EventBus | None = None,
+        services: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.model = model
+        self.events = events or EventBus()
+        self.services = services or {}
+        self.format = call_format(config.llm.call_format)
+        self.prompt = build_prompt(list(registry))
+        self._prefix = self.prompt.messages(self.format)
+        self._clock = clock
+        self.conversation = Conversation(max_turns=config.llm.history_turns,
+                                         max_age_seconds=config.llm.context_seconds, clock=clock)
+        self.pending: Pending | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm")
+        self._labels: dict[str, list[int]] = {}
+        self.warm_info: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        self.conversation.clear()
+        self.pending = None
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ model access (one worker thread)
+
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _render_prefix(self) -> ChatPrompt:
+        prompt = self.model.render(self._prefix, [])
+        full = self.model.render([*self._prefix, {"role": "user", "content": "hi"}], [])
+        n = 0
+        for a, b in zip(prompt.tokens, full.tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return ChatPrompt(tokens=full.tokens, prefix_len=n, text=full.text)
+
+    async def warm(self) -> dict[str, Any]:
+        """Make the instructions and examples resident in the KV cache; restored from disk when possible."""
+        self.warm_info = await self._in_worker(lambda: self.model.warm(self._render_prefix()))
+        return self.warm_info
+
+    def _label_tokens(self) -> dict[str, list[int]]:
+        if not self._labels:
+            labels = {t.name: self.format.label(t.name) for t in self.registry}
+            labels["say"] = self.format.say_label
+            self._labels = {name: self.model.tokenize(text) for name, text in labels.items()}
+        return self._labels
+
+    async def _stream(self, tokens: Sequence[int], **kwargs: Any) -> AsyncIterator[GenerationStep]:
+        """Generation steps from the worker thread; leaving the loop early stops the model at the next token."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            try:
+                for step in self.model.generate(tokens, should_stop=stop.is_set, **kwargs):
+                    loop.call_soon_threadsafe(queue.put_nowait, step)
+            except BaseException as err:  # handed to the event loop, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, err)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+        loop.run_in_executor(self._executor, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise LlmError(f"generation failed: {item}") from item
+                yield item
+        finally:
+            stop.set()  # barge-in or an early stop: the worker notices before its next token
+
+    async def _collect(self, tokens: Sequence[int], **kwargs: Any) -> tuple[str, list[int]]:
+        text, ids = "", []
+        async with contextlib.aclosing(self._stream(tokens, **kwargs)) as steps:
+            async for step in steps:
+                ids.append(step.token)
+                text += step.text
+        return text, ids
+
+    # ------------------------------------------------------------------ the turn
+
+    async def turn(
+        self,
+        text: str,
+        *,
+        on_text: Callable[[str], Any] | None = None,
+        timings: TurnTimings | None = None,
+    ) -> TurnResult:
+        """Run one turn. `on_text` receives the reply as it is produced (sentence streaming for speech)."""
+        turn_id = uuid.uuid4().hex[:12]
+        bind_turn(turn_id)
+        timings = timings or TurnTimings()
+        language = detect_language(text, self.config.language)
+        ctx = ToolContext(config=self.config, language=language, utterance=text, services=self.services)
+        t = _Turn(text, ctx, timings, on_text or (lambda _t: None))
+        self.events.publish("turn-started", turn_id=turn_id)
+        log.info("turn-started", text=text, language=language)
+        try:
+            await self._run(t)
+        finally:
+            unbind_turn()
+        timings.mark("total")
+        reply = " ".join(t.replies).strip() or line(language, "not_caught")
+        if not t.replies:
+            t.emit(reply)
+        made = [c for c in t.calls if c.status not in REJECTED]
+        result = TurnResult(turn_id, text, language, made, reply, timings.as_dict(), awaiting_confirmation=t.awaiting,
+                            rejected_calls=[c for c in t.calls if c.status in REJECTED], asked=t.asked,
+                            decision=t.decision)
+        self.events.publish("turn-finished", turn_id=turn_id, timings_ms=result.timings_ms)
+        log.info("turn-finished", reply=reply, tools=[c.name for c in t.calls], timings_ms=result.timings_ms)
+        return result
+
+    async def _run(self, t: _Turn) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None and self._clock() > pending.expires_at:
+            pending = None
+        if pending is not None:
+            handled = await (self._answer_question(t, pending) if pending.question
+                             else self._answer_confirmation(t, pending))
+            if handled:
+                return
+        elif (answer := bare_answer(t.text)) is not None:
+            # A bare "yes" with nothing pending must not reach the model: it would claim whatever it guesses.
+            t.say(line(t.language, "nothing_pending" if answer == "yes" else "cancelled"))
+            return
+        await self._understand(t)
+
+    # ------------------------------------------------------------------ answers to what the car asked
+
+    async def _answer_confirmation(self, t: _Turn, pending: Pending) -> bool:
+        """True when the utterance was an answer to "Shall I order it?" and has been dealt with."""
+        answer = classify_answer(t.text, action=pending.kind)
+        log.info("confirmation-answer", kind=answer.kind, reason=answer.reason)
+        if answer.kind == "yes":
+            t.ctx.utterance = pending.utterance
+            record = ToolCallRecord(pending.tool.name, pending.arguments, needs_confirmation=True)
+            t.calls.append(record)
+            await self._execute(t, pending.tool, record, pending.prepared)
+            return True
+        if answer.kind == "no":
+            t.calls.append(ToolCallRecord(pending.tool.name, pending.arguments, status="cancelled",
+                                          needs_confirmation=True))
+            t.say(line(t.language, "not_cancelled" if pending.kind is PendingKind.CANCEL else "not_ordered"))
+            return True
+        if answer.kind == "change":
+            amended = await self._amend(t, pending, answer.rest or t.text)
+            if amended is not None:
+                t.ctx.utterance = ""  # the amended call is in the car's own terms already
+                await self._proceed(t, pending.tool, amended, model_arguments=amended, from_answer=True)
+                return True
+        if answer.kind == "question":
+            # "How much is it?": the question already said the price; say it again and keep waiting.
+            t.say(pending.asked)
+            self._wait_again(t, pending)
+            return True
+        # Unclear. A new request ("navigate home") drops the purchase; anything else gets one more ask.
+        if pending.asked_again:
+            t.say(line(t.language, "dropped"))
+            return True
+        decision_label = await self._peek(t)
+        if decision_label not in ("say", pending.tool.name):
+            t.say(line(t.language, "not_ordered" if pending.kind is PendingKind.PURCHASE else "not_cancelled"))
+            return False
+        t.say(line(t.language, "confirm_again"))
+        pending.asked_again = True
+        self._wait_again(t, pending)
+        return True
+
+    def _wait_again(self, t: _Turn, pending: Pending) -> None:
+        pending.expires_at = self._clock() + CONFIRMATION_TIMEOUT_S
+        self.pending = pending
+        t.awaiting = pending.question is None
+        t.calls.append(ToolCallRecord(pending.tool.name, pending.arguments, status="awaiting-confirmation",
+                                      needs_confirmation=pending.tool.needs_confirmation))
+
+    async def _answer_question(self, t: _Turn, pending: Pending) -> bool:
+        """The driver answers "What size?" / "Which package?": fill the value and go on with the call."""
+        question = pending.question
+        plugin = self._plugin(pending.tool)
+        filled = None
+        if plugin is not None:
+            try:
+                filled = plugin.fill(t.ctx, pending.tool.name, pending.arguments, question, t.text)
+            except Exception as err:  # a broken plugin must not break the turn
+                log.warning("fill-failed", tool=pending.tool.name, error=str(err))
+        if filled is None:
+            filled = await self._fill_with_model(t, pending)
+        if filled is None:
+            return False  # not an answer: a new request; the question is dropped
+        t.ctx.utterance = ""  # the plugin filled the value in the car's own terms
+        await self._proceed(t, pending.tool, filled, model_arguments=filled, from_answer=True)
+        return True
+
+    async def _fill_with_model(self, t: _Turn, pending: Pending) -> dict[str, Any] | None:
+        """Ask the model what the answer means, with the pending call in view; keep it only if it is the same
+        tool (anything else is a new request)."""
+        decision = await self._decide(t, context=[(pending.utterance, Decision((Call(pending.tool.name,
+                                                                                      pending.arguments),)))])
+        if decision is None or decision[0] != pending.tool.name:
+            return None
+        args = decision[1]
+        merged = {**pending.arguments, **{k: v for k, v in args.items() if v not in (None, "", [])}}
+        return merged if merged != pending.arguments else None
+
+    async def _amend(self, t: _Turn, pending: Pending, change: str) -> dict[str, Any] | None:
+        """ "Yes, but make it two": the change applied to the pending call, decoded by the model."""
+        plugin = self._plugin(pending.tool)
+        if plugin is not None and pending.tool.name == "order_meal":
+            catalogue = getattr(plugin, "_catalogue", None)
+            if catalogue is not None:
+                size = catalogue.size_word(change)
+                from agent.understanding.grounding import numbers_in
+
+                counts = [int(n) for n in numbers_in(change) if n.is_integer() and 1 <= n <= 20]
+                mentions = catalogue.mentions(change)
+                args = dict(pending.arguments)
+                if mentions and re.search(r"\b(add|also|and|plus|another)\b|加|再来|还要", change):
+                    more = list(args.get("more_items") or [])
+                    more += [{"item": m.item.name, **({"quantity": m.quantity} if m.quantity else {}),
+                              **({"size": m.size} if m.size else {})} for m in mentions]
+                    args["more_items"] = more
+                    return args
+                if mentions:
+                    args["item"] = mentions[0].item.name
+                if size:
+                    args["size"] = size
+                if counts and not mentions:
+                    args["quantity"] = counts[0]
+                if args != pending.arguments:
+                    return args
+        context = [(pending.utterance, Decision((Call(pending.tool.name, pending.arguments),)))]
+        decided = await self._decide(t, context=context, only=pending.tool.name, utterance=change)
+        if decided is None:
+            return None
+        merged = {**pending.arguments, **decided[1]}
+        return merged if merged != pending.arguments else None
+
+    async def _peek(self, t: _Turn) -> str:
+        """Which label the model gives this utterance (without acting on it)."""
+        prompt = await self._prompt(t.text)
+        scores = await self._in_worker(self.model.score, prompt.tokens, list(self._label_tokens().values()))
+        names = list(self._label_tokens())
+        return names[max(range(len(names)), key=lambda i: scores[i])]
+
+    # ------------------------------------------------------------------ the model decides
+
+    async def _prompt(self, utterance: str, context: list[tuple[str, Decision]] | None = None) -> ChatPrompt:
+        history = self.conversation.messages(self.format)
+        for said, decision in context or []:
+            history += [{"role": "user", "content": said}, {"role": "assistant",
+                                                               "content": self.format.render(decision)}]
+        messages = [*self._prefix, *history, {"role": "user", "content": utterance}]
+        return await self._in_worker(self.model.render, messages, [])
+
+    async def _decide(
+        self, t: _Turn, *, context: list[tuple[str, Decision]] | None = None, only: str | None = None,
+        utterance: str | None = None,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """One label (and its arguments, for a tool) for `utterance` with `context` in view."""
+        said = utterance if utterance is not None else t.text
+        prompt = await self._prompt(said, context)
+        labels = self._label_tokens()
+        if only is None:
+            names = list(labels)
+            scores = await self._in_worker(self.model.score, prompt.tokens, [labels[n] for n in names])
+            label = names[max(range(len(names)), key=lambda i: scores[i])]
+        else:
+            label = only
+        if label == "say" or label not in self.registry:
+            return None
+        args, _ = await self._decode_arguments(prompt.tokens, self.registry.get(label), said)
+        return (label, args) if isinstance(args, dict) else None
+
+    async def _decode_arguments(self, tokens: Sequence[int], tool: Tool,
+                                utterance: str) -> tuple[dict[str, Any] | None, list[int]]:
+        """The call's arguments under its schema, and every token of the call as the model wrote it."""
+        base = list(tokens) + self.model.tokenize(self.format.label(tool.name))
+        schema = prune_schema(tool, utterance) if self.config.llm.constrained else None
+        text, ids = await self._collect(base, max_tokens=self.config.llm.max_call_tokens, json_schema=schema,
+                                        lead=self.format.args_opening)
+        try:
+            arguments = json.loads(text.strip() or "{}")
+        except json.JSONDecodeError:
+            return None, base + ids
+        if not isinstance(arguments, dict):
+            return None, base + ids
+        return {k: _clean(v) for k, v in arguments.items()}, base + ids
+
+    async def _understand(self, t: _Turn) -> None:
+        prompt = await self._prompt(t.text)
+        t.timings.mark("prompt_ready")
+        labels = self._label_tokens()
+        names = list(labels)
+        scores = await self._in_worker(self.model.score, prompt.tokens, [labels[n] for n in names])
+        t.timings.mark("first_token")
+        self.events.publish("first-token")
+        ranked = sorted(zip(scores, names, strict=True), reverse=True)
+        label = ranked[0][1]
+        t.decision = {"label": label, "top": [{"label": n, "p": round(math.exp(s), 3)} for s, n in ranked[:3]]}
+        log.info("decided", label=label, p=round(math.exp(ranked[0][0]), 3))
+        if label == "say":
+            await self._speak(t, prompt.tokens)
+            return
+        tokens = list(prompt.tokens)
+        for _ in range(MAX_CALLS_PER_TURN):
+            tool = self.registry.get(label)
+            arguments, tokens = await self._decode_arguments(tokens, tool, t.text)
+            t.timings.mark("tool_call_complete")
+            self.events.publish("tool-call-complete", tool=tool.name)
+            if arguments is None:
+                record = ToolCallRecord(tool.name, {}, valid=False, status="invalid",
+                                        error="the arguments did not parse")
+                t.calls.append(record)
+                t.say(line(t.language, "not_caught"))
+                return
+            stop = await self._proceed(t, tool, arguments, model_arguments=dict(arguments))
+            if stop:
+                break
+            label = await self._next_call(tokens)
+            if label is None:
+                break
+        if t.made:
+            self.conversation.remember(t.text, Decision(tuple(t.made)))
+
+    async def _next_call(self, tokens: list[int]) -> str | None:
+        """Another call in the same turn ("the AC on and some jazz"), if the model writes one.
+
+        The grammar lets a call's line end with its separator; when it does, the model's wish for another
+        line is read at that point, else the separator itself is weighed against ending the answer.
+        """
+        end = list(getattr(self.model, "end_tokens", None) or [])
+        sep = self.model.tokenize(self.format.between_calls)
+        if not end or not sep:
+            return None
+        ends = [[e] for e in end]  # any end token closes the answer (Qwen ends a turn with <|im_end|>)
+        if tokens[-len(sep):] != sep:
+            *done, more = await self._in_worker(self.model.score, tokens, [*ends, sep[:1]])
+            if max(done) >= more:
+                return None
+            tokens += sep
+        names = [n for n in self._label_tokens() if n != "say"]
+        options = [*ends, *(self._label_tokens()[n] for n in names)]
+        scores = await self._in_worker(self.model.score, tokens, options)
+        best = max(range(len(names)), key=lambda i: scores[len(ends) + i])
+        if scores[len(ends) + best] <= max(scores[: len(ends)]):
+            return None
+        return names[best]
+
+    async def _speak(self, t: _Turn, tokens: Sequence[int]) -> None:
+        """Words, streamed a sentence at a time; a sentence that claims an action no tool took is not said."""
+        base = list(tokens) + self.model.tokenize(self.format.say_label + self.format.say_opening)
+        stops = self.model.tokenize("\n")[:1]
+        pending = ""
+        first = True
+        async with contextlib.aclosing(self._stream(base, max_tokens=self.config.llm.max_reply_tokens,
+                                                    stop_tokens=stops)) as steps:
+            async for step in steps:
+                if "\n" in step.text:
+                    pending += step.text.split("\n", 1)[0]
+                    break
+                pending += step.text
+                parts = _SENTENCE_END.split(pending)
+                for sentence in parts[:-1]:
+                    if not self._say_sentence(t, sentence, first):
+                        return
+                    first = False
+                pending = parts[-1]
+        if pending.strip():
+            self._say_sentence(t, pending, first)
+        if not t.replies:
+            t.say(line(t.language, "not_caught"))
+
+    def _say_sentence(self, t: _Turn, sentence: str, first: bool) -> bool:
+        sentence = sentence.strip()
+        if not sentence:
+            return True
+        if claims_action(sentence):
+            log.info("reply-claimed-an-action", dropped=True)
+            if first:
+                t.say(line(t.language, "cannot"))
+            return False
+        if first:
+            t.timings.mark("reply_first_text")
+        t.say(sentence)
+        return True
+
+    # ------------------------------------------------------------------ from arguments to a call
+
+    async def _proceed(self, t: _Turn, tool: Tool, arguments: dict[str, Any], *,
+                       model_arguments: dict[str, Any] | None = None, from_answer: bool = False) -> bool:
+        """Ground, prepare, ask or confirm, run. True when the turn must stop here (a question is out)."""
+        record = ToolCallRecord(tool.name, dict(arguments), needs_confirmation=tool.needs_confirmation,
+                                model_arguments=model_arguments)
+        t.calls.append(record)
+        aliases = self._alias_groups()
+        utterance = t.ctx.utterance
+        grounded, missing = ground_arguments(tool, arguments, utterance, aliases)
+        if from_answer:
+            grounded, missing = dict(arguments), []
+        kept, broken = self._without_invalid_optionals(tool, grounded)
+        record.dropped_arguments = {k: v for k, v in arguments.items() if k not in kept}
+        for name in missing:
+            kept.pop(name, None)
+        required = [r for r in tool.parameters.get("required", []) if r not in kept]
+        if required:
+            return self._ask(t, tool, record, kept, Question(required[0], self._question_text(tool, required[0],
+                                                                                              t.language)))
+        problems = self.registry.validation_errors(tool.name, kept)
+        if problems:
+            record.status, record.valid, record.error = "invalid", False, "; ".join([*broken, *problems])
+            record.arguments = kept
+            t.say(line(t.language, "not_caught"))
+            return True
+        # The plugin puts the call in the car's own terms (its arguments are the plugin's from here on).
+        prepared = await self._prepare(t, tool, kept)
+        record.arguments = prepared.arguments
+        if prepared.question is not None:
+            return self._ask(t, tool, record, prepared.arguments, prepared.question)
+        if prepared.problem is not None:
+            record.status, record.error = "failed", prepared.problem
+            t.say(prepared.problem)
+            return True
+        if tool.needs_confirmation:
+            question = await self._confirmation(t, tool, prepared)
+            if question is not None:
+                record.status = "awaiting-confirmation"
+                self.pending = Pending(tool, prepared.arguments, t.language, utterance,
+                                       self._clock() + CONFIRMATION_TIMEOUT_S, prepared=prepared, asked=question)
+                t.awaiting = True
+                t.made.append(Call(tool.name, prepared.arguments))
+                t.say(question)
+                return True
+            record.status, record.error = "failed", "no confirmation could be asked"
+            t.say(line(t.language, "failed"))
+            return True
+        await self._execute(t, tool, record, prepared)
+        return False
+
+    def _ask(self, t: _Turn, tool: Tool, record: ToolCallRecord, arguments: dict[str, Any],
+             question: Question) -> bool:
+        record.status, record.arguments = "asking", dict(arguments)
+        self.pending = Pending(tool, dict(arguments), t.language, t.ctx.utterance,
+                               self._clock() + QUESTION_TIMEOUT_S, question=question, asked=question.text)
+        t.asked = True
+        t.say(question.text)
+        return True
+
+    def _question_text(self, tool: Tool, slot: str, language: str) -> str:
+        en, zh = tool.questions.get(slot, ("Could you tell me the details?", "能说一下具体要求吗？"))
+        return zh if language == "zh" else en
+
+    async def _prepare(self, t: _Turn, tool: Tool, arguments: dict[str, Any]) -> Prepared:
+        plugin = self._plugin(tool)
+        if plugin is None:
+            return Prepared(dict(arguments))
+        try:
+            return await plugin.prepare(t.ctx, tool.name, dict(arguments))
+        except Exception as err:  # a broken plugin must not break the turn
+            log.warning("prepare-failed", tool=tool.name, error=f"{type(err).__name__}: {err}")
+            return Prepared(dict(arguments), problem=line(t.language, "failed"))
+
+    async def _confirmation(self, t: _Turn, tool: Tool, prepared: Prepared) -> str | None:
+        plugin = self._plugin(tool)
+        ask = getattr(plugin, "confirmation_prompt", None)
+        if ask is None:
+            return None
+        try:
+            return await ask(t.ctx, tool.name, prepared.arguments, prepared)
+        except TypeError:
+            return await ask(t.ctx, tool.name, prepared.arguments)
+        except Exception as err:  # a broken plugin must not break the turn
+            log.warning("confirmation-prompt-failed", tool=tool.name, error=str(err))
+            return None
+
+    async def _execute(self, t: _Turn, tool: Tool, record: ToolCallRecord, prepared: Prepared | None) -> None:
+        result: ToolResult = await self.registry.call(tool.name, record.arguments, t.ctx)
+        t.timings.mark("tool_done")
+        self.events.publish("tool-done", tool=tool.name, ok=result.ok)
+        record.result = result.data if result.ok else {"error": result.error}
+        record.status = "ok" if result.ok else "failed"
+        record.error = None if result.ok else result.error
+        if result.ok:
+            t.made.append(Call(tool.name, record.arguments))
+        t.say(result.say or line(t.language, "done" if result.ok else "failed"))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _plugin(self, tool: Tool) -> Plugin | None:
+        return next((p for p in self.registry.plugins if p.name == tool.plugin), None)
+
+    def _alias_groups(self) -> list[list[str]]:
+        groups = [[p.name, p.address, *p.aliases] for p in self.config.vehicle.places]
+        groups += [[c.name, *c.aliases] for c in self.config.vehicle.contacts]
+        return groups
+
+    def _without_invalid_optionals(self, tool: Tool, args: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Drop optional arguments that break the schema (a fan level of 10**15): the rest of the call stands."""
+        required = set(tool.parameters.get("required", []))
+        kept, reasons = dict(args), []
+        while True:
+            errors = self.registry.validation_errors(tool.name, kept)
+            droppable = {e.split(":", 1)[0].split(".", 1)[0] for e in errors} & set(kept) - required
+            if not droppable:
+                return kept, reasons
+            reasons += [e for e in errors if e.split(":", 1)[0].split(".", 1)[0] in droppable]
+            for name in droppable:
+                kept.pop(name)
+
+
+def _clean(value: Any) -> Any:
+    """Values as a driver would say them: strip the model's stray braces, round float noise (21.000000000000004)."""
+    if isinstance(value, str):
+        return value.strip().rstrip("}").strip()
+    if isinstance(value, float):
+        value = round(value, 3)
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list):
+        return [{k: _clean(v) for k, v in x.items()} if isinstance(x, dict) else _clean(x) for x in value]
+    return value
