@@ -1,6 +1,7 @@
 """Scoring turns against expected tool calls: the contract `cabin-agent eval`, benchmarks and test sets use.
 
-A case is one JSON line `{"text": ..., "expect": {"tool": name | null, "args": {...}}}`; matching rules and
+A case is one JSON line `{"text": ..., "expect": {"tool": name | null, "args": {...}}}`; a session is one line
+`{"id": ..., "turns": [{"text", "expect"}, ...]}` whose turns run in order in one conversation. Matching rules and
 metrics are described in docs/eval.md. Keep names and JSON keys here stable: reports are compared across runs.
 """
 
@@ -20,8 +21,22 @@ from typing import Any
 
 from agent.errors import CabinError
 
-CASE_KEYS = frozenset({"id", "lang", "text", "expect", "category", "note"})
-EXPECT_KEYS = frozenset({"tool", "args"})
+CASE_KEYS = frozenset({"id", "lang", "text", "expect", "category", "note", "family", "style"})
+SESSION_KEYS = frozenset({"id", "lang", "turns", "category", "note", "family"})
+TURN_KEYS = frozenset({"text", "expect", "note"})
+EXPECT_KEYS = frozenset({"tool", "args", "asks", "done"})
+# Statuses of a call that was made this turn (ran, or waits for the driver's yes or a missing value).
+# "cancelled" (the driver said no) is not a call; calls that never reached a plugin are listed apart.
+RAN = frozenset({"ok", "failed"})
+COUNTED = frozenset({"ok", "failed", "awaiting-confirmation", "asking"})
+# Which family a tool belongs to, for per-family reports of sets that do not label it.
+TOOL_FAMILY = {
+    "set_climate": "climate", "navigate_to": "navigation", "play_media": "media", "media_control": "media",
+    "call_contact": "phone", "search_restaurants": "meals", "order_meal": "meals", "repeat_last_order": "meals",
+    "order_status": "meals", "cancel_order": "meals", "list_deliveries": "deliveries",
+    "track_package": "deliveries", "reschedule_delivery": "deliveries", "redirect_delivery": "deliveries",
+    "hold_at_locker": "deliveries",
+}
 # An expected value written as {"$any": [a, b]} matches when any alternative matches: "回家" may correctly
 # become destination "家" or "home", and a dataset must not fail a call the plugin would handle correctly.
 ANY_OF = "$any"
@@ -43,6 +58,8 @@ class EvalSetError(CabinError, ValueError):
 class Expectation:
     tool: str | None  # None: the right answer calls no tool
     args: dict[str, Any] = field(default_factory=dict)
+    asks: bool | None = None  # True: the car must ask for a missing value; None: either way
+    done: bool = False  # True: the tool must have run this turn (after the driver's yes)
 
 
 @dataclass(frozen=True)
@@ -54,10 +71,31 @@ class EvalCase:
     category: str | None = None
     note: str | None = None
     line: int = 0  # 1-based line in the source file, 0 when built in code
+    family: str | None = None
+    style: str | None = None
 
     @property
     def expects_tool(self) -> bool:
         return self.expect.tool is not None
+
+    @property
+    def family_name(self) -> str:
+        """The labelled family, else the expected tool's, else "none"."""
+        if self.family:
+            return self.family
+        return TOOL_FAMILY.get(self.expect.tool or "", "other") if self.expect.tool else "none"
+
+
+@dataclass(frozen=True)
+class EvalSession:
+    """Turns that run in order in one conversation, from a fresh car."""
+
+    id: str
+    turns: tuple[EvalCase, ...]
+    lang: str = "en"
+    family: str | None = None
+    note: str | None = None
+    line: int = 0
 
 
 def _has_cjk(text: str) -> bool:
@@ -113,6 +151,13 @@ def parse_case(obj: Any, line: int = 0, default_id: str | None = None) -> EvalCa
     if tool is None and args:
         raise ValueError("expect.args given but expect.tool is null")
     _check_expected_value(args, "expect.args")
+    asks, done = expect.get("asks"), expect.get("done", False)
+    if asks is not None and not isinstance(asks, bool):
+        raise ValueError(f"expect.asks must be true or false (got {asks!r})")
+    if not isinstance(done, bool):
+        raise ValueError(f"expect.done must be true or false (got {done!r})")
+    if tool is None and (asks or done):
+        raise ValueError("expect.asks/done need a tool (what is asked for, or what ran)")
     case_id = obj.get("id", default_id or f"line-{line}")
     if not isinstance(case_id, str) or not case_id.strip():
         raise ValueError(f'"id" must be a non-empty string (got {case_id!r})')
@@ -127,14 +172,59 @@ def parse_case(obj: Any, line: int = 0, default_id: str | None = None) -> EvalCa
     note = obj.get("note")
     if note is not None and not isinstance(note, str):
         raise ValueError('"note" must be a string')
+    labels = {}
+    for key in ("family", "style"):
+        value = obj.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f'"{key}" must be a non-empty string (got {value!r})')
+        labels[key] = value
     return EvalCase(
-        id=case_id, text=text, expect=Expectation(tool, dict(args)),
-        lang=lang, category=category, note=note, line=line,
+        id=case_id, text=text, expect=Expectation(tool, dict(args), asks=asks, done=done),
+        lang=lang, category=category, note=note, line=line, **labels,
     )
 
 
+def parse_session(obj: dict[str, Any], line: int = 0) -> EvalSession:
+    """One session from its JSON object; raises ValueError naming the turn that is wrong."""
+    unknown = sorted(set(obj) - SESSION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(SESSION_KEYS))})")
+    session_id = obj.get("id")
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise ValueError('a session needs an "id"')
+    turns = obj.get("turns")
+    if not isinstance(turns, list) or not turns:
+        raise ValueError('"turns" must be a non-empty list')
+    lang = obj.get("lang")
+    parsed = []
+    for i, turn in enumerate(turns, start=1):
+        if not isinstance(turn, dict):
+            raise ValueError(f"turn {i}: must be an object")
+        extra = sorted(set(turn) - TURN_KEYS)
+        if extra:
+            raise ValueError(f"turn {i}: unknown key(s) {', '.join(extra)} (allowed: expect, note, text)")
+        try:
+            parsed.append(parse_case({**turn, "id": f"{session_id}#{i}", **({"lang": lang} if lang else {}),
+                                      **({"family": obj["family"]} if obj.get("family") else {})}, line=line))
+        except ValueError as err:
+            raise ValueError(f"turn {i}: {err}") from None
+    return EvalSession(id=session_id, turns=tuple(parsed), lang=lang or parsed[0].lang,
+                       family=obj.get("family"), note=obj.get("note"), line=line)
+
+
 def load_cases(path: str | Path) -> list[EvalCase]:
-    """Read a JSONL eval set. Blank lines are skipped; any bad line raises EvalSetError naming `path:line`."""
+    """Read a JSONL set of single-turn cases (see load_eval for sets that hold sessions too)."""
+    cases, sessions = load_eval(path)
+    if sessions:
+        raise EvalSetError(f"{path}: holds sessions; use load_eval", path=str(path))
+    return cases
+
+
+def load_eval(path: str | Path) -> tuple[list[EvalCase], list[EvalSession]]:
+    """Read a JSONL eval set of cases and sessions (a line with "turns" is a session).
+
+    Blank lines are skipped; any bad line raises EvalSetError naming `path:line`.
+    """
     path = Path(path)
     try:
         raw = path.read_text(encoding="utf-8-sig")
@@ -143,6 +233,7 @@ def load_cases(path: str | Path) -> list[EvalCase]:
     except (OSError, UnicodeDecodeError) as err:
         raise EvalSetError(f"{path}: cannot be read ({err})", path=str(path)) from err
     cases: list[EvalCase] = []
+    sessions: list[EvalSession] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
@@ -153,18 +244,21 @@ def load_cases(path: str | Path) -> list[EvalCase]:
             raise EvalSetError(f"{path}:{number}: invalid JSON ({err.msg} at column {err.colno})",
                                path=str(path), line=number) from None
         try:
-            case = parse_case(obj, line=number)
+            item: EvalCase | EvalSession = (
+                parse_session(obj, line=number) if isinstance(obj, dict) and "turns" in obj
+                else parse_case(obj, line=number)
+            )
         except ValueError as err:
             raise EvalSetError(f"{path}:{number}: {err}", path=str(path), line=number) from None
-        if case.id in first_line:
-            first = first_line[case.id]
-            raise EvalSetError(f"{path}:{number}: duplicate id {case.id!r} (first on line {first})",
+        if item.id in first_line:
+            first = first_line[item.id]
+            raise EvalSetError(f"{path}:{number}: duplicate id {item.id!r} (first on line {first})",
                                path=str(path), line=number)
-        first_line[case.id] = number
-        cases.append(case)
-    if not cases:
+        first_line[item.id] = number
+        (sessions if isinstance(item, EvalSession) else cases).append(item)  # type: ignore[arg-type]
+    if not cases and not sessions:
         raise EvalSetError(f"{path}: no cases", path=str(path))
-    return cases
+    return cases, sessions
 
 
 # ---------------------------------------------------------------- matching
@@ -232,6 +326,8 @@ def value_matches(expected: Any, actual: Any) -> bool:
     if isinstance(expected, list):
         if not isinstance(actual, list):
             return False
+        if any(isinstance(e, dict) and ANY_OF not in e for e in expected) and len(actual) != len(expected):
+            return False  # order lines: an extra or a missing line is a different order
         return all(any(value_matches(e, a) for a in actual) for e in expected)
     if isinstance(expected, dict):
         return isinstance(actual, dict) and args_match(expected, actual)
@@ -315,11 +411,18 @@ def _number_or_none(value: Any) -> float | None:
 
 
 def _normalize_calls(raw: Any) -> list[dict[str, Any]]:
-    """Calls as {name, arguments, valid}; arguments given as a JSON string (OpenAI style) are decoded."""
+    """Calls as {name, arguments, valid, status, needs_confirmation}; JSON-string arguments are decoded.
+
+    Calls the driver turned down (status "cancelled") are not calls: nothing was done or is waiting.
+    """
     calls: list[dict[str, Any]] = []
     for item in raw or []:
         if not isinstance(item, Mapping):
-            calls.append({"name": None, "arguments": None, "valid": False})
+            calls.append({"name": None, "arguments": None, "valid": False, "status": "ok",
+                          "needs_confirmation": False})
+            continue
+        status = item.get("status", "ok")
+        if status not in COUNTED:
             continue
         arguments = item.get("arguments", {})
         if isinstance(arguments, str):
@@ -331,7 +434,8 @@ def _normalize_calls(raw: Any) -> list[dict[str, Any]]:
         # A turn that does not report validity ran the call through the registry, which rejects invalid ones.
         valid = item.get("valid", True)
         name = name if isinstance(name, str) else None
-        calls.append({"name": name, "arguments": arguments, "valid": valid is True})
+        calls.append({"name": name, "arguments": arguments, "valid": valid is True, "status": status,
+                      "needs_confirmation": item.get("needs_confirmation") is True})
     return calls
 
 
@@ -339,7 +443,9 @@ def score_case(case: EvalCase, outcome: Mapping[str, Any]) -> CaseScore:
     """Score one turn's outcome (the `cabin-agent say --json` object) against its case.
 
     Expecting a tool: tool-correct when any call has that name (the first such call is scored), args-correct
-    when that call is valid and its args match. Expecting no tool: correct when there are no calls.
+    when that call is valid, its args match, it asked for a missing value exactly when the case says so, it ran
+    when the case says `done`, and a call that needs the driver's yes did not run without one. Expecting no
+    tool: correct when there are no calls.
     """
     timings = outcome.get("timings_ms") or {}
     if not isinstance(timings, Mapping):
@@ -368,7 +474,13 @@ def score_case(case: EvalCase, outcome: Mapping[str, Any]) -> CaseScore:
     if index is None:
         return CaseScore(case, tool_correct=False, args_correct=False, correct=False, **base)
     call = calls[index]
-    args_ok = call["valid"] and args_match(case.expect.args, call["arguments"])
+    ran = call["status"] in RAN
+    asked = call["status"] == "asking"
+    behaved = (
+        (case.expect.asks is None or case.expect.asks == asked)
+        and (ran if case.expect.done else not (ran and call["needs_confirmation"]))
+    )
+    args_ok = call["valid"] and behaved and args_match(case.expect.args, call["arguments"])
     return CaseScore(case, tool_correct=True, args_correct=args_ok, correct=args_ok, matched_call=index,
                      **base)
 
@@ -457,6 +569,14 @@ def summarize(scores: Iterable[CaseScore]) -> dict[str, Any]:
             cat: _group([s for s in scores if (s.case.category or UNCATEGORIZED) == cat])
             for cat in sorted({s.case.category or UNCATEGORIZED for s in scores})
         },
+        "by_family": {
+            fam: _group([s for s in scores if s.case.family_name == fam])
+            for fam in sorted({s.case.family_name for s in scores})
+        },
+        "by_family_language": {
+            f"{fam}/{lang}": _group([s for s in scores if s.case.family_name == fam and s.case.lang == lang])
+            for fam, lang in sorted({(s.case.family_name, s.case.lang) for s in scores})
+        },
         "latency_ms": latency,
         "confusion": {want: dict(sorted(got.items())) for want, got in sorted(confusion.items())},
     }
@@ -466,17 +586,72 @@ def summarize(scores: Iterable[CaseScore]) -> dict[str, Any]:
 
 
 @dataclass
+class SessionScore:
+    session: EvalSession
+    turns: list[CaseScore]
+
+    @property
+    def correct(self) -> bool:
+        return all(t.correct for t in self.turns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.session.id, "lang": self.session.lang, "family": self.session.family,
+                "correct": self.correct, "turns": [t.to_dict() for t in self.turns]}
+
+
+def after_refusal(score: SessionScore) -> list[CaseScore]:
+    """Turns asking for a tool that come after a turn the car had to answer without one (a refused, misheard
+    or unsupported request, a question): the requests one refusal must not poison."""
+    out, refused = [], False
+    for turn in score.turns:
+        if refused and turn.case.expects_tool:
+            out.append(turn)
+        refused = refused or not turn.case.expects_tool
+    return out
+
+
+def summarize_sessions(scores: Sequence[SessionScore]) -> dict[str, Any]:
+    """Turn-level metrics over every session turn, and how whole sessions and post-refusal turns went."""
+    turns = [t for s in scores for t in s.turns]
+    later = [t for s in scores for t in after_refusal(s)]
+    return {
+        "n_sessions": len(scores),
+        "n_turns": len(turns),
+        "turn_accuracy": _rate(sum(t.correct for t in turns), len(turns)),
+        "sessions_correct": _rate(sum(s.correct for s in scores), len(scores)),
+        "after_refusal": {"n": len(later), "accuracy": _rate(sum(t.correct for t in later), len(later))},
+        "by_language": {
+            lang: {
+                "n_sessions": len(group),
+                "turn_accuracy": _rate(sum(t.correct for s in group for t in s.turns),
+                                       sum(len(s.turns) for s in group)),
+                "sessions_correct": _rate(sum(s.correct for s in group), len(group)),
+                "after_refusal": _rate(sum(t.correct for s in group for t in after_refusal(s)),
+                                       sum(len(after_refusal(s)) for s in group)),
+            }
+            for lang in sorted({s.session.lang for s in scores})
+            for group in [[s for s in scores if s.session.lang == lang]]
+        },
+        "turns": summarize(turns),
+    }
+
+
+@dataclass
 class EvalReport:
     scores: list[CaseScore]
     summary: dict[str, Any]
     wall_seconds: float = 0.0
+    sessions: list[SessionScore] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "cases": [s.to_dict() for s in self.scores],
             "summary": self.summary,
             "wall_seconds": round(self.wall_seconds, 3),
         }
+        if self.sessions:
+            out["sessions"] = [s.to_dict() for s in self.sessions]
+        return out
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent, default=str)
@@ -484,6 +659,10 @@ class EvalReport:
 
 RunTurn = Callable[[EvalCase], Awaitable[Mapping[str, Any]]]
 Progress = Callable[[int, int, CaseScore], Any]
+# A session runner opens a fresh conversation for the session and returns its turn function (text -> outcome)
+# and an async close.
+SessionTurn = Callable[[str], Awaitable[Mapping[str, Any]]]
+StartSession = Callable[[EvalSession], Awaitable[tuple[SessionTurn, Callable[[], Awaitable[None]]]]]
 
 
 async def run_eval(
@@ -525,6 +704,52 @@ async def run_eval(
             if asyncio.iscoroutine(maybe):
                 await maybe
     return EvalReport(scores=scores, summary=summarize(scores), wall_seconds=time.perf_counter() - started)
+
+
+async def _outcome(pending: Awaitable[Any], timeout_s: float | None) -> Mapping[str, Any]:
+    try:
+        outcome = await (asyncio.wait_for(pending, timeout_s) if timeout_s else pending)
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        return {"error": f"timed out after {timeout_s:g} s"}
+    except Exception as err:  # a broken turn is a failed case, not a failed run
+        return {"error": f"{type(err).__name__}: {err}"}
+    if not isinstance(outcome, Mapping):
+        return {"error": f"the turn returned {type(outcome).__name__}, not an outcome object"}
+    return outcome
+
+
+async def run_sessions(
+    sessions: Sequence[EvalSession],
+    start_session: StartSession,
+    progress: Progress | None = None,
+    *,
+    timeout_s: float | None = None,
+) -> list[SessionScore]:
+    """Run each session's turns in order in one fresh conversation, and score every turn."""
+    results: list[SessionScore] = []
+    done = 0
+    total = sum(len(s.turns) for s in sessions)
+    for session in sessions:
+        turn, close = await start_session(session)
+        scored: list[CaseScore] = []
+        try:
+            for case in session.turns:
+                t0 = time.perf_counter()
+                score = score_case(case, await _outcome(turn(case.text), timeout_s))
+                if score.total_ms is None and score.error is None:
+                    score.total_ms = (time.perf_counter() - t0) * 1000
+                scored.append(score)
+                done += 1
+                if progress is not None:
+                    maybe = progress(done, total, score)
+                    if asyncio.iscoroutine(maybe):
+                        await maybe
+        finally:
+            await close()
+        results.append(SessionScore(session, scored))
+    return results
 
 
 # ---------------------------------------------------------------- terminal report
@@ -617,6 +842,26 @@ def format_report(report: EvalReport, verbose: bool = False) -> str:
         lines.append("misses (expected → got):")
         for want, got in summary["confusion"].items():
             lines.append(f"  {want} → " + ", ".join(f"{name} ×{count}" for name, count in got.items()))
+    families = summary.get("by_family") or {}
+    if families:
+        lines.append("by family        tool / tool+args / no-tool")
+        for name, g in families.items():
+            lines.append(f"  {name:<14} {_pct(g['tool_accuracy'])} / {_pct(g['args_accuracy'])} / "
+                         f"{_pct(g['no_tool_accuracy'])}  (n={g['n']})")
+    if report.sessions:
+        sess = summary.get("sessions") or summarize_sessions(report.sessions)
+        lines += ["", f"sessions         {sess['n_sessions']} ({sess['n_turns']} turns)",
+                  f"turns right      {_pct(sess['turn_accuracy'])}",
+                  f"sessions right   {_pct(sess['sessions_correct'])}",
+                  f"after a refusal  {_pct(sess['after_refusal']['accuracy'])} (n={sess['after_refusal']['n']})"]
+        for lang, g in sess["by_language"].items():
+            lines.append(f"  {lang}: turns {_pct(g['turn_accuracy'])}, sessions {_pct(g['sessions_correct'])}, "
+                         f"after a refusal {_pct(g['after_refusal'])}")
+        for s in report.sessions:
+            for t in s.turns:
+                if not t.correct:
+                    lines.append(f"  ✗ {t.case.id}  {t.case.text!r}: {_describe_expected(t.case)}  →  "
+                                 f"{_describe_actual(t)}")
     if report.wall_seconds:
         lines.append(f"wall time        {report.wall_seconds:.1f} s")
     return "\n".join(lines)

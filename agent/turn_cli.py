@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.turn import Assistant, TurnResult
+from agent.understanding.engine import Assistant, TurnResult
 
 
 def print_turn(result: TurnResult, out: Any = sys.stdout) -> None:
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
             assistant = await _assistant(config)
             try:
                 if audio is not None and not _usable(spoken or ""):
-                    from agent.llm.prompts import line
+                    from agent.understanding.replies import line
 
                     result = _not_caught(spoken or "", config.language, line(config.language, "not_caught"))
                 else:
@@ -132,34 +132,43 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_cmd(
-        cases: Annotated[Path, typer.Argument(help="A JSONL file of cases (see docs/eval.md).")],
+        sets: Annotated[list[Path], typer.Argument(help="JSONL files of cases and sessions (see docs/eval.md).")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-        limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.")] = None,
+        limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases and N sessions.")] = None,
+        sample: Annotated[int | None, typer.Option("--sample", help="N cases and N sessions spread evenly over the sets.")] = None,
         lang: Annotated[str | None, typer.Option("--lang", help="Only cases in this language.")] = None,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON report here.")] = None,
     ) -> None:
-        """Run many turns and score them: tool and argument accuracy, schema validity, no-tool accuracy, latency."""
-        from agent.evaluation import format_report, load_cases, run_eval
+        """Score many turns and sessions: tool and argument accuracy per family and language, no-tool accuracy,
+        session turns (also right after a refusal), latency."""
+        from agent.eval_run import eval_world, evaluate
+        from agent.evaluation import format_report, load_eval
 
         config = get_config()
-        selected = [c for c in load_cases(cases) if lang is None or c.lang == lang][:limit]
+        cases, sessions = [], []
+        for path in sets:
+            found_cases, found_sessions = load_eval(path)
+            cases += [c for c in found_cases if lang is None or c.lang == lang]
+            sessions += [s for s in found_sessions if lang is None or s.lang == lang]
+        cases, sessions = cases[:limit], sessions[:limit]
+        if sample:
+            cases = [cases[i * len(cases) // sample] for i in range(min(sample, len(cases)))]
+            sessions = [sessions[i * len(sessions) // sample] for i in range(min(sample, len(sessions)))]
 
         async def run() -> Any:
-            assistant = await _assistant(config)
-
-            async def run_turn(case: Any) -> dict[str, Any]:
-                assistant.reset()  # every case is a fresh conversation
-                return (await assistant.turn(case.text)).as_dict()
-
-            def progress(done: int, total: int, score: Any = None) -> None:
-                if not as_json:
-                    print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
-
+            assistant = await _assistant(config)  # loads the model and warms its prompt cache once
             try:
-                report = await run_eval(selected, run_turn, progress=progress)
+                async with eval_world(config, assistant.model) as world:
+
+                    def progress(done: int, total: int, score: Any = None) -> None:
+                        if not as_json:
+                            print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
+
+                    report = await evaluate(world, cases, sessions, progress)
             finally:
                 await assistant.close()
             report.summary["model"] = assistant.model.model_id
+            report.summary["prompt_cache"] = assistant.warm_info.get("source")
             return report
 
         report = asyncio.run(run())
