@@ -432,6 +432,19 @@ def test_a_model_yes_is_taken_only_beside_an_explicit_yes_word():
     assert second_opinion(classify_answer(text), text, "yes").kind == "unclear"
 
 
+def test_a_model_change_needs_a_size_or_edit_word():
+    for text in ("take me home", "yes navigate home", "I think so"):  # the dev Qwen called these a change
+        assert second_opinion(classify_answer(text), text, "change").kind == "unclear", text
+
+
+def test_the_model_is_not_asked_about_a_cancel_question():
+    # The dev Qwen called 20 of 21 clear answers to "Cancel your order?" a change.
+    text = "好，不要了"
+    rules = classify_answer(text, action=Pending.CANCEL)
+    for verdict in ("yes", "no", "change", "other"):
+        assert second_opinion(rules, text, verdict, action=Pending.CANCEL) == rules
+
+
 def test_a_model_may_read_unclear_as_no_or_change():
     text = "I'll just cook at home tonight"
     assert classify_answer(text).kind == "unclear"

@@ -1,9 +1,5 @@
-"""How the driver answered "Shall I order it?": yes, no, a change, a question, or unclear. Money moves only on
-a clear yes.
-
-Every word of the answer must be accounted for (English and Chinese, mixed, as ASR writes them); a refusal,
-hesitation or question anywhere outweighs any yes word, and anything not understood is "unclear", never yes.
-"""
+"""How the driver answered "Shall I order it?": yes, no, a change, a question or unclear. Money moves only on
+a yes where every word is understood; a refusal, hesitation or question anywhere outweighs any yes word."""
 
 from __future__ import annotations
 
@@ -441,6 +437,9 @@ def _rest(norm: str, start: int) -> str:
 def classify_answer(text: str, *, action: Pending = Pending.PURCHASE) -> Answer:
     """How the driver answered a confirmation question about `action`. Only "yes" may make it happen.
 
+    Every word must be accounted for (English, Chinese or both, as ASR writes them): words the lexicon does
+    not know make the answer "unclear" (or "no" after a leading refusal), never "yes".
+
     The order of the rules is the order of safety: a change, then a question, then anything ambiguous or not
     understood, then refusal and hesitation; "yes" is what is left when every word is a yes word or a filler.
     """
@@ -556,20 +555,22 @@ def second_opinion(
 ) -> Answer:
     """The rules combined with the model's verdict. The rules stay authoritative: only "unclear" is looked at.
 
-    The model may turn "unclear" into no, change or (kept) unclear; into yes only when the rules found a yes
-    word beside words they did not know ("yes, the pepperoni from Luigi's") and no refusal, hesitation,
-    question, change or ambiguity.
+    Measured on the dev Qwen (1.5B): it agrees with the rules on 65 % of the table, calls most clear answers
+    to "Cancel it?" a change, and says "change" to new requests ("take me home"). So for a cancel question it
+    is not asked at all; otherwise it may turn "unclear" into no, into a change only when a size, quantity or
+    edit word is there ("the vegetarian one"), and into yes only when the rules found a yes word beside words
+    they did not know ("yes, the pepperoni from Luigi's") and no refusal, hesitation, question, change or
+    ambiguity.
     """
-    if rules.kind != "unclear":
+    if rules.kind != "unclear" or Pending(action) is Pending.CANCEL:
         return rules
+    read = _read(text, action)
+    kinds = {a.w for a in read[1]} if read else set()
     if verdict == "no":
         return Answer("no", reason="model-no")
-    if verdict == "change":
+    if verdict == "change" and kinds & {_W.EDIT, _W.SIZE}:
         return Answer("change", rest=text.strip(_TRIM), reason="model-change")
-    if verdict == "yes" and rules.reason == "other-words":
-        read = _read(text, action)
-        kinds = {a.w for a in read[1]} if read else set()
-        doubt = {_W.NO, _W.WAIT, _W.ASK, _W.QMARK, _W.AMBIG, _W.BUT, _W.EDIT, _W.SIZE}
-        if _W.YES in kinds and not kinds & doubt:
-            return Answer("yes", reason="model-yes-with-yes-word")
+    doubt = {_W.NO, _W.WAIT, _W.ASK, _W.QMARK, _W.AMBIG, _W.BUT, _W.EDIT, _W.SIZE}
+    if verdict == "yes" and rules.reason == "other-words" and _W.YES in kinds and not kinds & doubt:
+        return Answer("yes", reason="model-yes-with-yes-word")
     return Answer("unclear", reason=f"{rules.reason}+model-{verdict}")
