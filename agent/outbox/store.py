@@ -251,11 +251,12 @@ class OutboxStore:
                 str(path), timeout=busy_timeout_seconds, isolation_level=None, check_same_thread=False
             )
             self._db.row_factory = sqlite3.Row
+            if check:
+                # Before anything writes to it: a checkpoint into a damaged file would destroy the evidence.
+                self._check_integrity()
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before we tell the driver "queued"; NORMAL could lose it on power loss.
             self._db.execute("PRAGMA synchronous=FULL")
-            if check:
-                self._check_integrity()
             self._db.executescript(_SCHEMA)
             self._migrate()
             self._base = self._open_clock()
@@ -275,8 +276,25 @@ class OutboxStore:
             self._db = None
 
     def _check_integrity(self) -> None:
-        assert self._db is not None
-        rows = self._db.execute("PRAGMA quick_check").fetchall()
+        """OutboxCorrupt unless the file (with its WAL) reads back whole. Looks without writing: the header
+        first, then SQLite's quick_check on a read-only connection, which never checkpoints or deletes a WAL."""
+        if str(self.path) == ":memory:" or not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        with self.path.open("rb") as f:
+            header = f.read(16)
+        if header != b"SQLite format 3\x00":
+            raise OutboxCorrupt(f"outbox {self.path} is not an SQLite database", path=str(self.path))
+        uri = f"file:{self.path.resolve()}?mode=ro"
+        try:
+            probe = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_seconds)
+            try:
+                rows = probe.execute("PRAGMA quick_check").fetchall()
+            finally:
+                probe.close()
+        except sqlite3.Error as err:
+            if is_corruption(err):
+                raise OutboxCorrupt(f"outbox {self.path} is damaged: {err}", path=str(self.path)) from err
+            raise
         problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
         if problems:
             raise OutboxCorrupt(

@@ -29,8 +29,8 @@ RETRYABLE_CONFLICT_CODES = frozenset({"idempotency-key-in-use"})
 
 # What each service's clock says minus ours (seconds), learned from the Date header of its answers: the
 # Not-After deadline must be on the service's clock, and ours may have just stepped. Shared by every client of
-# the same base URL (the connectivity probes keep it fresh for the dispatcher's requests).
-_SERVER_SKEW_SECONDS: dict[str, float] = {}
+# the same base URL and wall clock (the connectivity probes keep it fresh for the dispatcher's requests).
+_SERVER_SKEW_SECONDS: dict[tuple[str, Callable[[], float]], float] = {}
 # A Date header has one-second resolution: below this the clocks agree and our own is used as it is.
 SKEW_TOLERANCE_SECONDS = 2.0
 
@@ -87,7 +87,7 @@ class ServiceClient:
 
     def server_time(self) -> float:
         """Our best idea of the service's wall clock now (ours when we know no better)."""
-        return self._wall() + _SERVER_SKEW_SECONDS.get(self.endpoint.base_url, 0.0)
+        return self._wall() + _SERVER_SKEW_SECONDS.get((self.endpoint.base_url, self._wall), 0.0)
 
     def _learn_clock(self, response: httpx.Response) -> None:
         date = response.headers.get("date")
@@ -100,10 +100,10 @@ class ServiceClient:
         skew = theirs - self._wall()
         if abs(skew) < SKEW_TOLERANCE_SECONDS:
             skew = 0.0
-        previous = _SERVER_SKEW_SECONDS.get(self.endpoint.base_url, 0.0)
-        if abs(skew - previous) >= SKEW_TOLERANCE_SECONDS:
+        key = (self.endpoint.base_url, self._wall)
+        if abs(skew - _SERVER_SKEW_SECONDS.get(key, 0.0)) >= SKEW_TOLERANCE_SECONDS:
             log.info("service-clock-skew", service=self.name, skew_seconds=round(skew, 1))
-        _SERVER_SKEW_SECONDS[self.endpoint.base_url] = skew
+        _SERVER_SKEW_SECONDS[key] = skew
 
     async def __aenter__(self) -> ServiceClient:
         return self
