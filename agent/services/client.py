@@ -27,11 +27,11 @@ RETRYABLE_STATUSES = frozenset({408, 425, 429})
 # attempt). Not the order's failure: ask again later with the same key and get the first attempt's answer.
 RETRYABLE_CONFLICT_CODES = frozenset({"idempotency-key-in-use"})
 
-# What each service's clock says minus ours (seconds), learned from the Date header of its answers: the
-# Not-After deadline must be on the service's clock, and ours may have just stepped. Shared by every client of
-# the same base URL and wall clock (the connectivity probes keep it fresh for the dispatcher's requests).
-_SERVER_SKEW_SECONDS: dict[tuple[str, Callable[[], float]], float] = {}
-# A Date header has one-second resolution: below this the clocks agree and our own is used as it is.
+# What each service's clock said (from the Date header of its last answer) and our monotonic clock at that
+# moment: the Not-After deadline must be on the service's clock, and our wall clock may have stepped since (or
+# just before). Shared by every client of the same base URL: the connectivity probes keep it fresh.
+_SERVER_CLOCK: dict[str, tuple[float, float]] = {}
+# A Date header has one-second resolution: within this of our wall clock, the clocks agree and ours is used.
 SKEW_TOLERANCE_SECONDS = 2.0
 
 
@@ -86,8 +86,14 @@ class ServiceClient:
         await self._client.aclose()
 
     def server_time(self) -> float:
-        """Our best idea of the service's wall clock now (ours when we know no better)."""
-        return self._wall() + _SERVER_SKEW_SECONDS.get((self.endpoint.base_url, self._wall), 0.0)
+        """Our best idea of the service's wall clock now: its last Date plus the monotonic time since, so a
+        step of our own wall clock does not move it (ours when we know no better, or when they agree)."""
+        wall = self._wall()
+        seen = _SERVER_CLOCK.get(self.endpoint.base_url)
+        if seen is None:
+            return wall
+        theirs = seen[0] + (time.monotonic() - seen[1])
+        return wall if abs(theirs - wall) < SKEW_TOLERANCE_SECONDS else theirs
 
     def _learn_clock(self, response: httpx.Response) -> None:
         date = response.headers.get("date")
@@ -97,13 +103,9 @@ class ServiceClient:
             theirs = parsedate_to_datetime(date).timestamp() + 0.5  # the header truncates to the second
         except (TypeError, ValueError, IndexError, OverflowError):
             return
-        skew = theirs - self._wall()
-        if abs(skew) < SKEW_TOLERANCE_SECONDS:
-            skew = 0.0
-        key = (self.endpoint.base_url, self._wall)
-        if abs(skew - _SERVER_SKEW_SECONDS.get(key, 0.0)) >= SKEW_TOLERANCE_SECONDS:
-            log.info("service-clock-skew", service=self.name, skew_seconds=round(skew, 1))
-        _SERVER_SKEW_SECONDS[key] = skew
+        if abs(theirs - self._wall()) >= SKEW_TOLERANCE_SECONDS:
+            log.debug("service-clock-differs", service=self.name, skew_seconds=round(theirs - self._wall(), 1))
+        _SERVER_CLOCK[self.endpoint.base_url] = (theirs, time.monotonic())
 
     async def __aenter__(self) -> ServiceClient:
         return self
