@@ -6,12 +6,11 @@ Reply    `{"id": 1, "ok": true, "result": ...}` or `{"id": 1, "ok": false, "erro
 The daemon registers one async handler per command (`server.register("status", handler)`); the server knows
 nothing about the pipeline, so it is tested without one. Bad input (malformed or deeply nested JSON, oversized
 lines, unknown commands, arguments of the wrong type, a handler that raises) gets exactly one error reply per
-non-blank line and never hurts the server or other clients. Hostile or broken clients cannot lock others out: a
-line must arrive whole within `line_timeout_s` of its first byte, a client that does not read its replies is
-dropped, and when every slot is taken a few reserved ones still serve `status`, `cancel` and `ptt`. There is no
-TCP listener: access is the socket file's mode (0660) and group, in a directory only its owner (or root) can
-write; a client refuses a socket in any other (a local user could otherwise stand in for the daemon).
-"""
+non-blank line and never hurts the server or other clients. Hostile or broken clients cannot lock others out:
+a line must arrive whole within `line_timeout_s` of its first byte, a client that does not read its replies is
+dropped, and when every slot is taken a few reserved ones still serve `status`, `cancel` and `ptt`. There is
+no TCP listener: access is the socket file's mode (0660) and group, in a directory only its owner (or root)
+can write; a client refuses a socket in any other (a local user could otherwise stand in for the daemon)."""
 
 from __future__ import annotations
 

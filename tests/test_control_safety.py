@@ -1,9 +1,8 @@
 """Issue 10, the control socket: hostile and broken clients on a real Unix socket, and untrusted directories.
 
-Half-sent lines, a slow drip, a client that never reads, deep JSON, bad argument types, a socket directory another
-user made; then property-based tests (hypothesis): arbitrary bytes never crash the server, every complete line gets
-exactly one reply, and `status` keeps answering while hostile clients are connected.
-"""
+Half-sent lines, a slow drip, a client that never reads, deep JSON, bad argument types, a socket directory
+another user made; then property-based tests (hypothesis): arbitrary bytes never crash the server, every
+complete line gets exactly one reply, and `status` keeps answering while hostile clients are connected."""
 
 from __future__ import annotations
 
@@ -321,6 +320,14 @@ hostile = st.one_of(
 )
 
 
+def hostile_bytes(kind: str, data: Any) -> bytes:
+    if kind == "deep":
+        return b"[" * data + b"]" * data + b"\n"
+    if kind == "no-read":
+        return b'{"cmd": "big"}\n' * data
+    return data  # half a line, garbage, or nothing at all (idle)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(clients=st.lists(hostile, min_size=1, max_size=90))
 def test_status_keeps_answering_while_hostile_clients_are_connected(tmp_path_factory, clients) -> None:
@@ -337,14 +344,7 @@ def test_status_keeps_answering_while_hostile_clients_are_connected(tmp_path_fac
                 except (ConnectionError, TimeoutError):
                     continue
                 writers.append(writer)
-                with_ = {
-                    "half": lambda: data,
-                    "garbage": lambda: data,
-                    "deep": lambda: b"[" * data + b"]" * data + b"\n",
-                    "no-read": lambda: b'{"cmd": "big"}\n' * data,
-                    "idle": lambda: b"",
-                }[kind]()
-                writer.write(with_)
+                writer.write(hostile_bytes(kind, data))
             for _ in range(3):
                 assert (await ask(path, "status", timeout_s=3.0))["state"] == "idle"
                 assert await ask(path, "cancel", timeout_s=3.0) == {"stopped": True}

@@ -1,12 +1,11 @@
 """Crash safety: a dispatcher process SIGKILLed again and again, the link toggling, >= 100 actions.
 
-And harsher (issue 10): turns cancelled mid-call, the wall clock stepped a day forward and back, another writer
-holding the file's lock, a second dispatcher started beside the first, and at the end a corrupt file.
-Afterwards every action is delivered exactly once (counted by idempotency key and by action on the service side)
-or reported failed: nothing lost, nothing doubled, nothing expired, every outcome told exactly once, and every
-"nothing was ordered" true. The counts are printed (run with -s to see them). Size knobs:
-CABIN_AGENT_DRILL_ACTIONS (default 120) and CABIN_AGENT_DRILL_SECONDS (default 150, the crash rounds' budget).
-"""
+And harsher (issue 10): turns cancelled mid-call, the wall clock stepped a day forward and back, another
+writer holding the file's lock, a second dispatcher started beside the first, and at the end a corrupt file.
+Afterwards every action is delivered exactly once (counted by idempotency key and by action on the service
+side) or reported failed: nothing lost, nothing doubled, nothing expired, every outcome told exactly once, and
+every "nothing was ordered" true. The counts are printed (run with -s to see them). Size knobs:
+CABIN_AGENT_DRILL_ACTIONS (default 120) and CABIN_AGENT_DRILL_SECONDS (default 150, the crash rounds' budget)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Issue 10, the outbox: each defect the review found, shown on real SQLite files and the real reference service.
 
-Cancelled turns, a writer holding the lock, an uncertain commit, clock steps, restarts and reboots, a corrupt file,
-two dispatchers, a service still busy with the same key, a full disk, and 4xx answers that are the order's problem.
-"""
+Cancelled turns, a writer holding the lock, an uncertain commit, clock steps, restarts and reboots, a corrupt
+file, two dispatchers, a service still busy with the same key, a full disk, and 4xx answers that are the
+order's problem."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from agent.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import (
     DELIVERED,
-    EXPIRED,
     FAILED,
     IN_FLIGHT,
     NOTIFY_ANNOUNCE,

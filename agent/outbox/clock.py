@@ -1,10 +1,9 @@
 """The outbox's clock: seconds that never step with the wall clock and run on across daemon restarts.
 
-Retries and expiry are decided on it, so a clock step (NTP, a GPS fix, the driver setting the time) neither delays
-an order by a day nor expires it early. Within one boot it is CLOCK_BOOTTIME (counts suspend) plus an offset kept
-in the store; across a reboot, where no monotonic clock survives, the downtime is what the wall clock says passed
-(never negative), and `rebase` says which rule decided.
-"""
+Retries and expiry are decided on it, so a clock step (NTP, a GPS fix, the driver setting the time) neither
+delays an order by a day nor expires it early. Within one boot it is CLOCK_BOOTTIME (counts suspend) plus an
+offset kept in the store; across a reboot, where no monotonic clock survives, the downtime is what the wall
+clock says passed (never negative), and `rebase` says which rule decided."""
 
 from __future__ import annotations
 

@@ -2,18 +2,17 @@
 
 One loop per service sends that service's oldest open entry (head of line), so "cancel my order" can never
 overtake the order. Timeouts and 5xx are retried with exponential backoff and jitter (tenacity), always with
-the entry's own Idempotency-Key, so a retry after a lost answer or a crash cannot place a second order.
-A 2xx marks it delivered; a 4xx fails it and the driver is told why; an entry that never left the car before its
+the entry's own Idempotency-Key, so a retry after a lost answer or a crash cannot place a second order. A 2xx
+marks it delivered; a 4xx fails it and the driver is told why; an entry that never left the car before its
 expiry expires with a notice. Entries that may have reached the service are never expired locally: they are
 re-sent with their key and a `Not-After` deadline, and the service's answer (the stored first result, or 410)
 decides.
 
-Run it as a supervised task in the daemon (`await dispatcher.run()`), or as its own process
-(`python -m agent.outbox.dispatcher`, `cabin-agent outbox dispatch`). Either way it owns the store (a lock next to
-the file): a second dispatcher on the same file refuses with OutboxOwned instead of sending everything twice.
-Times are on the outbox clock (agent/outbox/clock.py), so a wall-clock step neither delays nor expires anything;
-the `Not-After` deadline is sent on the service's own clock (learned from its `Date` header).
-"""
+Run it as a supervised task in the daemon (`await dispatcher.run()`), or as its own process (`python -m
+agent.outbox.dispatcher`, `cabin-agent outbox dispatch`). Either way it owns the store (a lock next to the
+file): a second dispatcher on the same file refuses with OutboxOwned instead of sending everything twice.
+Times are on the outbox clock (agent/outbox/clock.py), so a wall-clock step neither delays nor expires
+anything; the `Not-After` deadline is sent on the service's own clock (learned from its `Date` header)."""
 
 from __future__ import annotations
 

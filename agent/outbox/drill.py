@@ -1,16 +1,16 @@
 """Crash drill worker: queue scripted actions like the plugins do, and deliver them like the daemon does.
 
 The crash test starts this as a process, SIGKILLs it (from outside, or at a named crash point, see faults.py),
-starts it again, and so on. Each action `k` is queued once: after a restart, actions already in the store are not
-queued again (the driver was told about them), and an action lost before its commit is queued afresh (the driver
-was never told). After each commit the worker prints `ACK k key`: that is the moment the driver hears "queued".
-It prints `DONE` and exits 0 when every action is queued and none is open.
+starts it again, and so on. Each action `k` is queued once: after a restart, actions already in the store are
+not queued again (the driver was told about them), and an action lost before its commit is queued afresh (the
+driver was never told). After each commit the worker prints `ACK k key`: that is the moment the driver hears
+"queued". It prints `DONE` and exits 0 when every action is queued and none is open.
 
 The harsher parts of the drill: every `--cancel-every`th action goes through the plugins' inline path
 (ServiceAccess.queue) and its turn is cancelled mid-call (`CANCELLED k`); an enqueue refused because another
 writer held the file prints `REFUSED k key` (the driver heard "nothing was ordered") and is asked again later;
-`--wall-offset-file` steps this process's wall clock; the store is opened as its owner (a second worker exits 69,
-`OutboxOwned`), and a corrupt file is set aside.
+`--wall-offset-file` steps this process's wall clock; the store is opened as its owner (a second worker exits
+69, `OutboxOwned`), and a corrupt file is set aside.
 
     python -m agent.outbox.drill --db OUTBOX --url http://127.0.0.1:PORT --actions 120
 """

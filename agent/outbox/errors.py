@@ -1,4 +1,5 @@
-"""The outbox's typed errors: what went wrong with the store file, in words a log reader (and the driver) can use."""
+"""The outbox's typed errors: what went wrong with the store file, in words a log reader (and the driver) can
+use."""
 
 from __future__ import annotations
 

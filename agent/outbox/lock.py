@@ -1,9 +1,8 @@
 """One owner per outbox store: an flock on `<store>.lock`, held by the one process that delivers it.
 
-Two dispatchers on one file would both send every entry (only the service's idempotency would save the driver's
-money). Readers (`cabin-agent outbox list`, the control socket's clients) never need the lock. The kernel drops
-it when the owner dies, SIGKILL included, so a crash never leaves a stale owner behind.
-"""
+Two dispatchers on one file would both send every entry (only the service's idempotency would save the
+driver's money). Readers (`cabin-agent outbox list`, the control socket's clients) never need the lock. The
+kernel drops it when the owner dies, SIGKILL included, so a crash never leaves a stale owner behind."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Opening the outbox as its owner: a damaged file is set aside (renamed, never deleted) and a fresh one started.
 
-A corrupt store must not take the car's offline functions down with it (systemd would restart the daemon until it
-gave up). The bad file and its -wal/-shm keep their bytes under a dated name next to it, the driver hears once that
-queued orders may be lost, the journal gets one line, and the daemon serves on.
-"""
+A corrupt store must not take the car's offline functions down with it (systemd would restart the daemon until
+it gave up). The bad file and its -wal/-shm keep their bytes under a dated name next to it, the driver hears
+once that queued orders may be lost, the journal gets one line, and the daemon serves on."""
 
 from __future__ import annotations
 

@@ -13,10 +13,10 @@ The same file also keeps the announcements the car owes the driver ("your pizza 
 known status of read-only questions, so a restart loses neither. Methods are synchronous and thread-safe;
 async callers run them with `asyncio.to_thread` so a FULL fsync never blocks the event loop.
 
-Every time in the file (created_at, expires_at, next_attempt_at, ...) is on the outbox clock (agent/outbox/clock.py),
-not the wall clock: a clock step neither delays a retry nor expires an order. SQLite's own error is what a failed
-write raises (typed: OutboxBusy, OutboxFull, OutboxCorrupt), never the complaint of a rollback after it.
-"""
+Every time in the file (created_at, expires_at, next_attempt_at, ...) is on the outbox clock
+(agent/outbox/clock.py), not the wall clock: a clock step neither delays a retry nor expires an order.
+SQLite's own error is what a failed write raises (typed: OutboxBusy, OutboxFull, OutboxCorrupt), never the
+complaint of a rollback after it."""
 
 from __future__ import annotations
 

@@ -5,9 +5,8 @@ The daemon passes its outbox store, connectivity monitor and event bus in `servi
 (`cabin-agent say`) has none of them, so this opens the store itself, probes on demand, and delivers the new
 entry inline with its own dispatcher (unless a daemon owns the store: then the daemon delivers it).
 
-However the waiting turn ends (barge-in, `cancel`, a new `say`, an error), an entry it committed is handed to the
-announcer, shielded from the cancel: every finished entry is told exactly once, inline or announced.
-"""
+However the waiting turn ends (barge-in, `cancel`, a new `say`, an error), an entry it committed is handed to
+the announcer, shielded from the cancel: every finished entry is told exactly once, inline or announced."""
 
 from __future__ import annotations
 

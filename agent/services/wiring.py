@@ -6,10 +6,9 @@ The daemon and the demo both build it: `wiring = await open_services(config, eve
 `VoicePipeline(..., announcements=wiring.announcements())`, and run `wiring.monitor.run`, `dispatcher.run` and
 `wiring.mark_spoken` as owned tasks.
 
-The store is opened as its owner (one dispatcher per file: a second daemon refuses with OutboxOwned), and a damaged
-file is set aside with one journal line and one notice to the driver instead of stopping the car
-(agent/outbox/recovery.py).
-"""
+The store is opened as its owner (one dispatcher per file: a second daemon refuses with OutboxOwned), and a
+damaged file is set aside with one journal line and one notice to the driver instead of stopping the car
+(agent/outbox/recovery.py)."""
 
 from __future__ import annotations
 
