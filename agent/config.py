@@ -248,7 +248,9 @@ def control_socket_path(config: Config) -> Path:
         return config.control.socket_path
     if os.environ.get("RUNTIME_DIRECTORY"):
         return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0]) / "control.sock"
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/cabin-agent-{os.getuid()}"
+    # The fallback under /tmp is trusted only if it is ours (agent/control.py checks owner and mode): named by
+    # the effective uid, the one the check compares with.
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/cabin-agent-{os.geteuid()}"
     return Path(runtime) / "cabin-agent" / "control.sock"
 
 

@@ -4,10 +4,13 @@ Request  `{"id": 1, "cmd": "status", ...args}`
 Reply    `{"id": 1, "ok": true, "result": ...}` or `{"id": 1, "ok": false, "error": {"code", "message"}}`
 
 The daemon registers one async handler per command (`server.register("status", handler)`); the server knows
-nothing about the pipeline, so it is tested without one. Bad input (malformed JSON, oversized lines, unknown
-commands, a handler that raises) gets an error reply and never hurts the server or other clients. There is no
-TCP listener: access is the socket file's mode (0660) and group.
-"""
+nothing about the pipeline, so it is tested without one. Bad input (malformed or deeply nested JSON, oversized
+lines, unknown commands, arguments of the wrong type, a handler that raises) gets exactly one error reply per
+non-blank line and never hurts the server or other clients. Hostile or broken clients cannot lock others out:
+a line must arrive whole within `line_timeout_s` of its first byte, a client that does not read its replies is
+dropped, and when every slot is taken a few reserved ones still serve `status`, `cancel` and `ptt`. There is
+no TCP listener: access is the socket file's mode (0660) and group, in a directory only its owner (or root)
+can write; a client refuses a socket in any other (a local user could otherwise stand in for the daemon)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,15 @@ import asyncio
 import contextlib
 import grp
 import json
+import math
 import os
 import socket
 import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.config import Config, control_socket_path
 from agent.errors import EX_UNAVAILABLE, CabinError, ConfigError
@@ -30,6 +36,10 @@ log = get_logger("control")
 
 # The commands the daemon is expected to register; the server accepts any registered name.
 COMMANDS = ("status", "ptt", "say", "cancel", "outbox.list")
+# Control before data: these are served even when every ordinary connection slot is taken.
+PRIORITY_COMMANDS = frozenset({"status", "cancel", "ptt"})
+# JSON nested deeper than this is refused before parsing (no request needs more than a few levels).
+MAX_JSON_DEPTH = 32
 
 SYSTEM_SOCKET_PATH = Path("/run/cabin-agent/control.sock")
 SYSTEM_UNIT_PATHS = (
@@ -51,6 +61,130 @@ class DaemonNotRunning(ControlError):
     code = "daemon-not-running"
 
 
+class UntrustedSocketDir(ControlError):
+    """The socket's directory could be written by another user: a socket there may not be the daemon's."""
+
+    code = "control-untrusted-dir"
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+class _Args(BaseModel):
+    # strict: "abc" (or "5", or true) is not a number; extra keys pass through to the handler untouched.
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class StatusArgs(_Args):
+    last: int = Field(default=5, ge=0, le=100)
+
+
+class SayArgs(_Args):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class OutboxListArgs(_Args):
+    state: str | None = Field(default=None, max_length=32)
+    limit: int = Field(default=50, ge=1, le=10_000)
+
+
+class EntryArgs(_Args):
+    entry_id: int = Field(ge=1)
+
+
+# Each known command's arguments; a command registered without a model of its own is checked against these.
+COMMAND_ARGS: dict[str, type[BaseModel]] = {
+    "status": StatusArgs,
+    "say": SayArgs,
+    "outbox.list": OutboxListArgs,
+    "outbox.retry": EntryArgs,
+    "outbox.cancel": EntryArgs,
+}
+
+
+def _bad_arguments(cmd: str, err: ValidationError) -> str:
+    problems = []
+    for item in err.errors()[:3]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or "arguments"
+        got = repr(item.get("input"))
+        got = got if len(got) <= 40 else got[:37] + "..."
+        problems.append(f"{where}: {item.get('msg', 'invalid')} (got {got})")
+    return f"{cmd}: " + "; ".join(problems)
+
+
+def json_too_deep(line: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `line` nests arrays/objects deeper than `limit`, found without parsing (strings skipped)."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in line:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
+# ---------------------------------------------------------------------------------------------- trust
+
+
+def untrusted_dir_reason(directory: Path | str, *, uid: int | None = None) -> str | None:
+    """Why a socket in `directory` could have been put there by another user; None when it could not.
+
+    Walks the path from `/` with lstat (links are followed only where no other user could have made them):
+    a directory inside a shared one (group/other-writable, like /tmp) must belong to `uid` or root, and the
+    socket's own directory must not be writable by group or others at all. FileNotFoundError if it is missing.
+    """
+    uid = os.geteuid() if uid is None else uid
+    trusted = {0, uid}
+    parts = [p for p in os.path.abspath(directory).split("/") if p]
+    current, parent_st = "/", os.lstat("/")
+    hops = i = 0
+    while i < len(parts):
+        candidate = os.path.join(current, parts[i])
+        st = os.lstat(candidate)
+        parent_shared = bool(parent_st.st_mode & 0o022)
+        if stat.S_ISLNK(st.st_mode):
+            if parent_shared and st.st_uid not in trusted:
+                return f"{candidate} is a symbolic link made by uid {st.st_uid} in a shared directory"
+            hops += 1
+            if hops > 32:
+                return f"{directory}: too many symbolic links"
+            target = os.path.normpath(os.path.join(current, os.readlink(candidate)))
+            parts = [p for p in target.split("/") if p] + parts[i + 1 :]
+            current, parent_st, i = "/", os.lstat("/"), 0
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{candidate} is not a directory"
+        if parent_shared and st.st_uid not in trusted:
+            return f"{candidate} belongs to uid {st.st_uid}, not to uid {uid} or root"
+        last = i == len(parts) - 1
+        if st.st_mode & 0o022 and (last or not st.st_mode & stat.S_ISVTX):
+            return f"{candidate} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        current, parent_st, i = candidate, st, i + 1
+    return None
+
+
+def check_socket_dir(directory: Path | str) -> None:
+    """Raise UntrustedSocketDir unless only its owner (us or root) could have placed a socket there."""
+    reason = untrusted_dir_reason(directory)
+    if reason is not None:
+        raise UntrustedSocketDir(
+            f"refusing the control socket in {directory}: {reason}", path=str(directory)
+        )
+
+
 def error_reply(request_id: Any, code: str, message: str) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
 
@@ -62,11 +196,19 @@ def _encode(reply: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------------------------------------- server
 
 
+class _Drop(Exception):
+    """End this client's connection now (it stopped reading, or broke the protocol's deadlines)."""
+
+
 class ControlServer:
     """Serves registered handlers on a Unix socket.
 
     Requests on one connection are answered in order; clients that want concurrency open more connections
-    (a `cancel` while a `say` is running comes from another `cabin-agent` process anyway).
+    (a `cancel` while a `say` is running comes from another `cabin-agent` process anyway). Limits: `max_clients`
+    ordinary connections, plus `reserved_clients` that serve one priority command each (status, cancel, ptt)
+    when the ordinary ones are all taken; a line must be complete `line_timeout_s` after its first byte; a
+    connection with no request for `idle_timeout_s` is closed; a reply not taken within `write_timeout_s` drops
+    the client.
     """
 
     def __init__(
@@ -77,19 +219,31 @@ class ControlServer:
         mode: int = 0o660,
         max_request_bytes: int = 65536,
         max_clients: int = 64,
+        reserved_clients: int = 8,
         request_timeout_s: float = 120.0,
-        idle_timeout_s: float | None = 600.0,
+        idle_timeout_s: float | None = 120.0,
+        line_timeout_s: float = 5.0,
+        write_timeout_s: float = 5.0,
+        reserved_wait_s: float = 2.0,
+        max_json_depth: int = MAX_JSON_DEPTH,
     ) -> None:
         self.path = Path(path)
         self.group = group
         self.mode = mode
         self.max_request_bytes = max_request_bytes
         self.max_clients = max_clients
+        self.reserved_clients = reserved_clients
         self.request_timeout_s = request_timeout_s
         self.idle_timeout_s = idle_timeout_s
+        self.line_timeout_s = line_timeout_s
+        self.write_timeout_s = write_timeout_s
+        self.reserved_wait_s = reserved_wait_s
+        self.max_json_depth = max_json_depth
         self._handlers: dict[str, Handler] = {}
+        self._arg_models: dict[str, type[BaseModel] | None] = {}
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
+        self._reserved: set[asyncio.Task[None]] = set()
         self._inode: int | None = None
 
     @classmethod
@@ -101,13 +255,16 @@ class ControlServer:
         kwargs.update(overrides)
         return cls(control_socket_path(config), **kwargs)
 
-    def register(self, cmd: str, handler: Handler) -> None:
-        """`handler(args)` gets the request minus `id` and `cmd`; its return value (JSON-able) is the result.
+    def register(self, cmd: str, handler: Handler, *, args: type[BaseModel] | None = None) -> None:
+        """`handler(args)` gets the request minus `id` and `cmd`, checked against `args` (a pydantic model;
+        default: COMMAND_ARGS[cmd]) and given as a dict of what the client sent; its return value (JSON-able)
+        is the result. A request whose arguments do not fit gets `bad-request` naming the argument.
 
         Raise a CabinError for a failure the client should see (`code` and message go into the reply);
         any other exception becomes `internal-error` and is logged here with its traceback.
         """
         self._handlers[cmd] = handler
+        self._arg_models[cmd] = args or COMMAND_ARGS.get(cmd)
 
     @property
     def commands(self) -> list[str]:
@@ -115,7 +272,7 @@ class ControlServer:
 
     @property
     def client_count(self) -> int:
-        return len(self._clients)
+        return len(self._clients) + len(self._reserved)
 
     async def start(self) -> None:
         sock = self._bind()
@@ -126,10 +283,11 @@ class ControlServer:
         """Stop accepting, end every client connection, remove the socket file (if it is still ours)."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._clients):
+        tasks = self._clients | self._reserved
+        for task in tasks:
             task.cancel()
-        if self._clients:
-            await asyncio.gather(*self._clients, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
@@ -147,21 +305,17 @@ class ControlServer:
 
     def _bind(self) -> socket.socket:
         gid = self._group_id()
-        parent = self.path.parent
-        if not parent.exists():
-            # Only reached outside systemd (RuntimeDirectory= makes it otherwise); 0750 lets the group in.
-            parent.mkdir(parents=True, mode=0o750 if self.group else 0o700)
-            if gid is not None:
-                os.chown(parent, -1, gid)
+        self._prepare_dir(self.path.parent, gid)
         self._remove_stale_socket()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(self.path))
             # chmod/chown before listen(): nobody can connect in the window between bind and the final mode.
+            # The directory is ours alone (checked above), so the name still is the socket we bound.
             os.chmod(self.path, self.mode)
             if gid is not None:
                 try:
-                    os.chown(self.path, -1, gid)
+                    os.chown(self.path, -1, gid, follow_symlinks=False)
                 except PermissionError as err:
                     raise ConfigError(
                         f"control.group: this process is not in group {self.group!r} "
@@ -177,6 +331,33 @@ class ControlServer:
             raise
         self._inode = self.path.stat().st_ino
         return sock
+
+    def _prepare_dir(self, directory: Path, gid: int | None) -> None:
+        """Create the missing directories (0700; the socket's own 0750 with a group), each checked through a
+        descriptor opened without following links; existing ones are never chmod/chown'ed, only checked."""
+        missing: list[Path] = []
+        probe = directory
+        while not os.path.lexists(probe):
+            missing.append(probe)
+            probe = probe.parent
+        for path in reversed(missing):
+            last = path == directory
+            mode = 0o750 if (gid is not None and last) else (0o710 if gid is not None else 0o700)
+            try:
+                os.mkdir(path, mode)
+            except FileExistsError:
+                continue  # made by someone else meanwhile: the check below decides whether to trust it
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
+                if st.st_uid != os.geteuid():
+                    raise UntrustedSocketDir(f"{path} was replaced while being created", path=str(path))
+                os.fchmod(fd, mode)  # the umask may have taken bits away
+                if gid is not None:
+                    os.fchown(fd, -1, gid)
+            finally:
+                os.close(fd)
+        check_socket_dir(directory)
 
     def _group_id(self) -> int | None:
         if not self.group:
@@ -223,35 +404,63 @@ class ControlServer:
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._clients) >= self.max_clients:
+        reserved = len(self._clients) >= self.max_clients
+        if reserved and len(self._reserved) >= self.reserved_clients:
             with contextlib.suppress(Exception):
                 writer.write(_encode(error_reply(None, "busy", f"too many clients (max {self.max_clients})")))
                 await asyncio.wait_for(writer.drain(), 1.0)
             writer.close()
             return
-        self._clients.add(task)
+        slots = self._reserved if reserved else self._clients
+        slots.add(task)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, reserved=reserved)
         except asyncio.CancelledError:
             raise
-        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the client went away or went quiet: its business, not ours
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError, _Drop):
+            pass  # the client went away, went quiet or stopped reading: its business, not ours
         except Exception:
             log.exception("control-client-failed")
         finally:
-            self._clients.discard(task)
-            writer.close()
+            slots.discard(task)
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # a client that does not read must not keep our buffer
+            else:
+                writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, reserved: bool) -> None:
+        loop = asyncio.get_running_loop()
         buffer = bytearray()
         discarding = False  # inside an oversized line: drop bytes until its newline
+        line_started: float | None = None  # when the first byte of the unfinished line came
+        connected = last_request = loop.time()
         while True:
-            chunk = await asyncio.wait_for(reader.read(65536), self.idle_timeout_s)
+            if line_started is not None:
+                deadline, what = line_started + self.line_timeout_s, "line"
+            elif reserved:
+                deadline, what = connected + self.reserved_wait_s, "reserved"
+            elif self.idle_timeout_s is not None:
+                deadline, what = last_request + self.idle_timeout_s, "idle"
+            else:
+                deadline, what = None, "idle"
+            try:
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            except TimeoutError:
+                if what == "line":
+                    # Per request, not per byte: one byte a second does not keep a slot.
+                    message = f"a request must arrive whole within {self.line_timeout_s:g}s of its first byte"
+                    await self._reply(writer, error_reply(None, "request-timeout", message))
+                elif what == "reserved":
+                    await self._reply(writer, self._busy())
+                return
             if not chunk:
                 return
             buffer += chunk
+            if line_started is None and (buffer or discarding):
+                line_started = loop.time()
             while True:
                 newline = buffer.find(b"\n")
                 if newline < 0:
@@ -263,6 +472,7 @@ class ControlServer:
                     break
                 line = bytes(buffer[:newline])
                 del buffer[: newline + 1]
+                line_started = loop.time() if buffer else None  # the rest is the start of the next line
                 if discarding:
                     discarding = False
                     continue
@@ -271,34 +481,71 @@ class ControlServer:
                     continue
                 if not line.strip():
                     continue
-                await self._reply(writer, await self.handle_line(line))
+                only = PRIORITY_COMMANDS if reserved else None
+                await self._reply(writer, await self.handle_line(line, only=only))
+                last_request = loop.time()
+                if reserved:
+                    return  # a reserved slot serves one request, then makes room
+            if discarding and line_started is None:
+                line_started = loop.time()
 
     def _too_large(self) -> dict[str, Any]:
         return error_reply(None, "request-too-large", f"request longer than {self.max_request_bytes} bytes")
 
+    def _busy(self) -> dict[str, Any]:
+        return error_reply(
+            None,
+            "busy",
+            f"too many clients (max {self.max_clients}); only {', '.join(sorted(PRIORITY_COMMANDS))} "
+            "are served now",
+        )
+
     async def _reply(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> None:
         writer.write(_encode(reply))
-        await writer.drain()
+        try:
+            await asyncio.wait_for(writer.drain(), self.write_timeout_s)
+        except TimeoutError:
+            log.warning("control-client-not-reading", timeout_s=self.write_timeout_s)
+            raise _Drop from None
 
-    async def handle_line(self, line: bytes) -> dict[str, Any]:
-        """One request line in, one reply out. Never raises (except cancellation)."""
+    async def handle_line(self, line: bytes, *, only: frozenset[str] | None = None) -> dict[str, Any]:
+        """One request line in, one reply out. Never raises (except cancellation).
+
+        `only`: the commands this connection may run (a reserved slot); others are answered `busy`."""
+        if json_too_deep(line, self.max_json_depth):
+            return error_reply(None, "bad-json", f"JSON nested deeper than {self.max_json_depth} levels")
         try:
             request = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             return error_reply(None, "bad-json", f"not a JSON object: {err}")
+        except (ValueError, RecursionError) as err:  # e.g. an integer of 5,000 digits
+            return error_reply(None, "bad-json", f"not a JSON object: {str(err)[:100]}")
         if not isinstance(request, dict):
             return error_reply(None, "bad-request", "a request is a JSON object with a 'cmd'")
         request_id = request.get("id")
-        if not isinstance(request_id, str | int | float | type(None)) or isinstance(request_id, bool):
-            return error_reply(None, "bad-request", "'id' must be a string or a number")
+        if (
+            not isinstance(request_id, str | int | float | type(None))
+            or isinstance(request_id, bool)
+            or (isinstance(request_id, float) and not math.isfinite(request_id))
+            or (isinstance(request_id, str) and len(request_id) > 200)
+        ):
+            return error_reply(None, "bad-request", "'id' must be a string or a finite number")
         cmd = request.get("cmd")
         if not isinstance(cmd, str):
             return error_reply(request_id, "bad-request", "missing 'cmd' (a string)")
+        if only is not None and cmd not in only:
+            return error_reply(request_id, "busy", self._busy()["error"]["message"])
         handler = self._handlers.get(cmd)
         if handler is None:
             known = ", ".join(self.commands) or "none"
-            return error_reply(request_id, "unknown-command", f"unknown command {cmd!r} (known: {known})")
+            return error_reply(request_id, "unknown-command", f"unknown command {cmd[:64]!r} (known: {known})")
         args = {k: v for k, v in request.items() if k not in ("id", "cmd")}
+        model = self._arg_models.get(cmd)
+        if model is not None:
+            try:
+                args = model.model_validate(args).model_dump(exclude_unset=True)
+            except ValidationError as err:
+                return error_reply(request_id, "bad-request", _bad_arguments(cmd, err))
         try:
             result = await asyncio.wait_for(handler(args), self.request_timeout_s)
             reply = {"id": request_id, "ok": True, "result": result}
@@ -347,6 +594,11 @@ class ControlClient:
         self._next_id = 0
 
     async def connect(self) -> None:
+        try:
+            # A socket in a directory another user can write may be theirs, answering as the daemon.
+            check_socket_dir(self.path.parent)
+        except FileNotFoundError:
+            raise DaemonNotRunning(f"cabin-agent is not running (no socket at {self.path})") from None
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(self.path), limit=16 * 1024 * 1024), self.connect_timeout_s

@@ -518,6 +518,48 @@ def test_abstract_socket_spoken_and_typed_requests_and_owed_announcement(tmp_pat
 
 
 @pytest.mark.model
+def test_corrupt_outbox_is_set_aside_and_daemon_serves(tmp_path: Path) -> None:
+    """Issue 10: a garbage outbox file no longer ends `cabin-agent run` (systemd would restart it until it gave
+    up): it is set aside, the daemon serves, the driver hears it once, and a second daemon on the same store
+    refuses with one line naming the lock and the owner."""
+    bad = b"this is not an outbox" + os.urandom(4000)
+    (tmp_path / "outbox.sqlite3").write_bytes(bad)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    daemon = start_daemon(tmp_path, notify_address(tmp_path, "path"), cache)
+    try:
+        daemon.wait_ready()
+        status = daemon.control("status")
+        assert isinstance(status, dict) and status["outbox"]["pending"] == 0
+        end = time.monotonic() + 60
+        while daemon.control("outbox.announcements") and time.monotonic() < end:
+            time.sleep(0.25)  # the notice is spoken once the car is idle, then marked
+        assert daemon.control("outbox.announcements") == [], daemon.log_tail()
+        assert (daemon.out_dir / "reply_001.wav").exists()
+        (aside,) = tmp_path.glob("outbox.corrupt-*.sqlite3")
+        assert aside.read_bytes() == bad
+        assert len(daemon.log_events("outbox-corrupt-set-aside")) == 1
+
+        second_env = {k: v for k, v in daemon.env.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
+        second_env["CABIN_AGENT__CONTROL__SOCKET_PATH"] = str(tmp_path / "second.sock")
+        second = subprocess.run(
+            [sys.executable, "-m", "agent", "run", "--input", "raw:/dev/null", "--output", "null"],
+            env=second_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 69, second.stderr[-2000:]
+        lines = [line for line in second.stderr.splitlines() if line.startswith("cabin-agent:")]
+        assert len(lines) == 1 and f"already delivered by pid {daemon.proc.pid}" in lines[0], second.stderr
+        assert "outbox.sqlite3.lock" in lines[0] and "Traceback" not in second.stderr
+        assert isinstance(daemon.control("status"), dict)  # the first one serves on
+        assert daemon.terminate() == 0
+    finally:
+        daemon.close()
+
+
+@pytest.mark.model
 def test_sigterm_while_loading_models_stops_without_ready(tmp_path: Path) -> None:
     cache = tmp_path / "cache"  # empty: the start computes the prompt cache, its longest step
     cache.mkdir()

@@ -24,11 +24,13 @@ PIZZA = {"item": "pepperoni pizza", "size": "large", "restaurant": "Luigi's"}
 
 
 class Clock:
+    """The outbox clock's source (monotonic): moving it is time passing, unlike a step of the wall clock."""
+
     def __init__(self) -> None:
         import time
 
         self.offset = 0.0
-        self._time = time.time
+        self._time = time.monotonic
 
     def __call__(self) -> float:
         return self._time() + self.offset
@@ -45,7 +47,7 @@ async def daemon(service, tmp_path, clock=None, **overrides):
     """What the daemon will do: one store, monitor and bus in `services`, the dispatcher as a task."""
     config = service_config(service.url, tmp_path / "outbox.db", **overrides)
     bus = EventBus()
-    store = OutboxStore(tmp_path / "outbox.db", **({"clock": clock} if clock else {}))
+    store = OutboxStore(tmp_path / "outbox.db", **({"monotonic": clock} if clock else {}))
     monitor = ConnectivityMonitor(config, bus)
     services = {"outbox": store, "connectivity": monitor, "events": bus}
     dispatcher = Dispatcher(

@@ -122,25 +122,25 @@ def test_cancel_only_what_never_left_the_car(tmp_path):
 
 
 def test_retry_failed_or_expired_with_the_same_key(tmp_path):
-    clock = Clock()
-    store = OutboxStore(tmp_path / "o.db", clock=clock)
+    clock = Clock()  # time passing is the outbox clock moving (agent/outbox/clock.py), not the wall clock
+    store = OutboxStore(tmp_path / "o.db", monotonic=clock)
     e = _entry(store, expiry_seconds=60)
     with pytest.raises(OutboxError):
         store.retry(e.id)
     store.finish(e.id, EXPIRED)
     clock.now += 600
     again = store.retry(e.id, expiry_seconds=60)
-    assert (again.state, again.key, again.expires_at) == (PENDING, e.key, clock.now + 60)
+    assert (again.state, again.key, again.expires_at) == (PENDING, e.key, store.now() + 60)
 
 
 def test_last_status_and_its_age(tmp_path):
     clock = Clock()
-    store = OutboxStore(tmp_path / "o.db", clock=clock)
+    store = OutboxStore(tmp_path / "o.db", monotonic=clock)
     assert store.last_status("meals", "order:M1") is None
     store.save_status("meals", "order:M1", {"status": "preparing"})
     clock.now += 12 * 60
     data, fetched_at = store.last_status("meals", "order:M1")
     assert data == {"status": "preparing"}
-    assert age_phrase(clock.now - fetched_at) == "as of 12 minutes ago"
+    assert age_phrase(store.now() - fetched_at) == "as of 12 minutes ago"
     assert age_phrase(30) == "as of a moment ago" and age_phrase(3700) == "as of 1 hour ago"
     assert age_phrase(12 * 60, "zh") == "12分钟前"

@@ -2,15 +2,17 @@
 
 One loop per service sends that service's oldest open entry (head of line), so "cancel my order" can never
 overtake the order. Timeouts and 5xx are retried with exponential backoff and jitter (tenacity), always with
-the entry's own Idempotency-Key, so a retry after a lost answer or a crash cannot place a second order.
-A 2xx marks it delivered; a 4xx fails it and the driver is told why; an entry that never left the car before its
+the entry's own Idempotency-Key, so a retry after a lost answer or a crash cannot place a second order. A 2xx
+marks it delivered; a 4xx fails it and the driver is told why; an entry that never left the car before its
 expiry expires with a notice. Entries that may have reached the service are never expired locally: they are
 re-sent with their key and a `Not-After` deadline, and the service's answer (the stored first result, or 410)
 decides.
 
-Run it as a supervised task in the daemon (`await dispatcher.run()`), or as its own process
-(`python -m agent.outbox.dispatcher`, `cabin-agent outbox dispatch`).
-"""
+Run it as a supervised task in the daemon (`await dispatcher.run()`), or as its own process (`python -m
+agent.outbox.dispatcher`, `cabin-agent outbox dispatch`). Either way it owns the store (a lock next to the
+file): a second dispatcher on the same file refuses with OutboxOwned instead of sending everything twice.
+Times are on the outbox clock (agent/outbox/clock.py), so a wall-clock step neither delays nor expires
+anything; the `Not-After` deadline is sent on the service's own clock (learned from its `Date` header)."""
 
 from __future__ import annotations
 
@@ -26,9 +28,9 @@ from tenacity.stop import stop_base
 from agent.errors import ServiceError
 from agent.logging import get_logger
 from agent.outbox.faults import crashpoint
-from agent.outbox.messages import outcome_text
+from agent.outbox.messages import announcement_for, outcome_text
 from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry, OutboxStore, Transition
-from agent.services.client import ServiceClient, client_for
+from agent.services.client import ServiceClient, client_for, counts_against_link
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -78,6 +80,7 @@ class Dispatcher:
         jitter_seconds: float = 0.5,
         poll_interval_seconds: float = 1.0,
         request_timeout_seconds: float | None = None,
+        lock_wait_seconds: float = 5.0,
     ) -> None:
         self.store = store
         self.config = config
@@ -91,6 +94,7 @@ class Dispatcher:
         self.jitter_seconds = jitter_seconds
         self.poll_interval_seconds = poll_interval_seconds
         self._request_timeout_seconds = request_timeout_seconds
+        self.lock_wait_seconds = lock_wait_seconds
         self._clients = dict(clients or {})
         self._owned: list[ServiceClient] = []
         self._wake: dict[str, asyncio.Event] = {}
@@ -135,9 +139,22 @@ class Dispatcher:
     async def run(self) -> None:
         """Deliver until cancelled. Each service's loop survives any error (logged, backed off)."""
         self._loop = asyncio.get_running_loop()
-        reopened = await asyncio.to_thread(self.store.recover)
-        if reopened:
-            log.info("outbox-recovered", open_entries=reopened)
+        # One dispatcher per file: refuse (OutboxOwned) rather than send every entry a second time.
+        took_ownership = await asyncio.to_thread(self.store.own, wait_seconds=self.lock_wait_seconds)
+        try:
+            reopened = await asyncio.to_thread(self.store.recover, self.announcement_for)
+            if reopened:
+                log.info("outbox-recovered", open_entries=reopened)
+            await self._run_loops()
+        finally:
+            if took_ownership:
+                self.store.disown()
+
+    def announcement_for(self, entry: Entry) -> tuple[str, str]:
+        """(text, priority) of the notice a finished entry owes the driver when no tool is there to say it."""
+        return announcement_for(entry, expiry_minutes=self.expiry_minutes)
+
+    async def _run_loops(self) -> None:
         self.store.add_listener(self._on_store_change)
         if self.monitor is not None:
             self.monitor.add_listener(lambda service, online: self.wake(service))
@@ -260,17 +277,22 @@ class Dispatcher:
             attempt=entry.attempts,
             key=entry.key[:8],
         )
+        client = self.client(entry.service)
+        # The deadline on the service's clock: our wall clock may be a day off after a step.
+        not_after = client.server_time() + (entry.expires_at - self.store.now())
         try:
-            result = await self.client(entry.service).request(
+            result = await client.request(
                 entry.method,
                 entry.path,
                 json=entry.body,
                 idempotency_key=entry.key,
-                not_after=entry.expires_at,
+                not_after=not_after,
             )
         except ServiceError as err:
-            if self.monitor is not None and err.code in ("service-unreachable", "service-timeout"):
-                self.monitor.report(entry.service, False)
+            if self.monitor is not None:
+                # Only a transport error, a timeout or a 5xx counts against the link; a 4xx is an answer, so
+                # the link is fine and the problem is the order's.
+                self.monitor.report(entry.service, not counts_against_link(err))
             if err.retryable:
                 backoff_hint = self.store.now() + self.initial_backoff_seconds
                 await asyncio.to_thread(
@@ -379,8 +401,9 @@ async def run_standalone(config: Config, *, probe: bool = True, **dispatcher_kwa
     """The dispatcher as its own process: its store, its connectivity monitor, until SIGTERM/cancel."""
     from agent.config import outbox_path
     from agent.connectivity.monitor import ConnectivityMonitor
+    from agent.outbox.recovery import open_owned
 
-    store = OutboxStore(outbox_path(config))
+    store, _ = await asyncio.to_thread(open_owned, outbox_path(config), language=config.language)
     monitor = ConnectivityMonitor(config) if probe else None
     dispatcher = Dispatcher(store, config, monitor=monitor, **dispatcher_kwargs)
     tasks = [asyncio.create_task(dispatcher.run(), name="outbox:dispatcher")]

@@ -80,3 +80,30 @@ def outcome_text(
     return {DELIVERED: f"Done: {s}.", FAILED: f"{_cap(s)} failed: {reason}."}.get(
         outcome, f"{_cap(s)} expired before the car was back online."
     )
+
+
+def announcement_for(entry: Entry, *, expiry_minutes: float | None = None) -> tuple[str, str]:
+    """(text, priority) of the notice a finished entry owes the driver when no tool is there to say it."""
+    reason = (entry.last_error or "").split(": ", 1)[-1]
+    text = outcome_text(entry, entry.state, reason, expiry_minutes=expiry_minutes)
+    return text, "high" if entry.state == FAILED else "normal"
+
+
+# Why an action is not in the outbox at all, in the driver's words: what comes after "I couldn't place your
+# order of ...:". Only ever said when the store is known not to hold it.
+NOT_SAVED = {
+    "outbox-busy": (
+        "the car couldn't save it just now, so nothing was ordered. Please ask again",
+        "车上暂时无法保存，没有下单，请再说一次",
+    ),
+    "outbox-disk-full": (
+        "the car's storage is full, so nothing was ordered",
+        "车上存储已满，没有下单",
+    ),
+}
+NOT_SAVED_OTHER = ("the car couldn't save it, so nothing was ordered", "车上无法保存，没有下单")
+
+
+def not_saved_reason(code: str, language: str) -> str:
+    en, zh = NOT_SAVED.get(code, NOT_SAVED_OTHER)
+    return zh if language == "zh" else en

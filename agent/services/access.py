@@ -3,20 +3,35 @@ outbox and say what happened, answer a read-only question fresh or from the last
 
 The daemon passes its outbox store, connectivity monitor and event bus in `services`; a one-shot run
 (`cabin-agent say`) has none of them, so this opens the store itself, probes on demand, and delivers the new
-entry inline with its own dispatcher.
-"""
+entry inline with its own dispatcher (unless a daemon owns the store: then the daemon delivers it).
+
+However the waiting turn ends (barge-in, `cancel`, a new `say`, an error), an entry it committed is handed to
+the announcer, shielded from the cancel: every finished entry is told exactly once, inline or announced."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import ServiceError
 from agent.logging import get_logger
-from agent.outbox.store import NOTIFY_INLINE, Entry, OutboxStore, age_phrase
+from agent.outbox.messages import announcement_for, not_saved_reason
+from agent.outbox.store import (
+    FAILED,
+    NOTIFY_INLINE,
+    PENDING,
+    Entry,
+    OutboxError,
+    OutboxOwned,
+    OutboxStore,
+    Settled,
+    age_phrase,
+)
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -28,6 +43,8 @@ log = get_logger("services")
 
 # How long a confirmed action waits for the service before the car says "queued" instead of "done".
 INLINE_WAIT_SECONDS = 4.0
+# After a failed COMMIT the entry may or may not be there: how long to keep looking before giving up.
+VERIFY_SECONDS = 30.0
 
 
 @dataclass
@@ -67,6 +84,8 @@ class ServiceAccess:
         self._dispatcher: Dispatcher | None = None
         self._clients: dict[str, ServiceClient] = {}
         self.inline_wait_seconds = INLINE_WAIT_SECONDS
+        # Entries whose waiting turn went away, being handed to the announcer (owned, awaited in aclose).
+        self._releases: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lazily created parts
 
@@ -102,7 +121,13 @@ class ServiceAccess:
             )
         return self._dispatcher
 
+    async def settled(self, timeout_seconds: float = 10.0) -> None:
+        """Wait until every entry whose turn went away has been handed to the announcer."""
+        if self._releases:
+            await asyncio.wait(set(self._releases), timeout=timeout_seconds)
+
     async def aclose(self) -> None:
+        await self.settled()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -138,9 +163,12 @@ class ServiceAccess:
         """Commit the action to the outbox, then give the service a few seconds to take it.
 
         The entry is on disk before this returns anything, so whatever the car says next ("done" or "queued")
-        is backed by it; if the car dies now, the dispatcher delivers it and announces the outcome."""
-        expiry_seconds = self.config.outbox.expiry_minutes * 60
-        entry = await asyncio.to_thread(
+        is backed by it; if the car dies now, the dispatcher delivers it and announces the outcome. If it could
+        not be saved, the answer is a finished FAILED entry that is not in the store ("nothing was ordered"),
+        and only when the store is known not to hold it. If this turn is cancelled at any point, the entry (once
+        committed) is released to be announced."""
+        key = str(uuid.uuid4())
+        enqueue = functools.partial(
             self.store.enqueue,
             service=service,
             action=action,
@@ -149,34 +177,158 @@ class ServiceAccess:
             body=body,
             summary=summary,
             language=language,
-            expiry_seconds=expiry_seconds,
+            expiry_seconds=self.config.outbox.expiry_minutes * 60,
             depends_on=depends_on,
             notify=NOTIFY_INLINE,
+            key=key,
         )
-        online = await self.online(service)
-        if online:
-            entry = await self._wait_inline(entry)
-        if entry.is_open:
-            # What the link looks like now, after the attempt: the first failed send may have tipped it offline.
-            online = online and self.monitor.is_online(service)
-            if await asyncio.to_thread(self.store.release_to_announce, entry.id):
-                return Queued(await asyncio.to_thread(self.store.get, entry.id), online, finished=False)
-            entry = await asyncio.to_thread(self.store.get, entry.id)  # it finished just now
-        return Queued(entry, online, finished=True)
+        # The commit runs to its end in its thread whatever happens to this turn; `job` is how we learn it.
+        job: asyncio.Future[Entry] = asyncio.ensure_future(asyncio.to_thread(enqueue))
+        told_ok = False
+        try:
+            try:
+                entry = await asyncio.shield(job)
+            except OutboxError as err:
+                found = await self._verify_after_failed_enqueue(err, key)
+                fields = (service, action, method, path, body, summary, language)
+                if found is None:
+                    told_ok = True  # known not stored: nothing to release, and the driver hears the truth
+                    return self._not_saved(err, key, *fields)
+                if found is False:
+                    # Neither there nor known absent: never say "failed" for what may be stored. The release
+                    # below keeps looking and announces the outcome if it turns up.
+                    return Queued(self._unsaved_entry(key, PENDING, *fields), False, finished=False)
+                entry = found
+            online = await self.online(service)
+            if online:
+                entry = await self._wait_inline(entry)
+            if entry.is_open:
+                # What the link looks like now, after the attempt: the first failed send may have tipped it.
+                online = online and self.monitor.is_online(service)
+            settled = await self._shielded(self.store.settle_waiter, entry.id, tell_inline=True)
+            told_ok = True
+            return Queued(settled.entry, online, finished=settled.how == "told")
+        finally:
+            if not told_ok:
+                # Cancelled (barge-in, `cancel`, a new `say`) or failed before the driver heard anything: the
+                # committed entry goes to the announcer, in a task the cancel cannot reach.
+                self._release_later(job, key)
+
+    async def _shielded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A store call that completes even if this turn is cancelled meanwhile (the caller still sees the
+        cancel; the release path then finds the store already changed and acts on that)."""
+        return await asyncio.shield(asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs)))
+
+    def _release_later(self, job: asyncio.Future[Entry], key: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._release(job, key), name=f"outbox-release:{key[:8]}"
+        )
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, job: asyncio.Future[Entry], key: str) -> None:
+        try:
+            try:
+                entry: Entry | None = await job
+            except OutboxError as err:
+                found = await self._verify_after_failed_enqueue(err, key, patient=True)
+                entry = found or None
+            except Exception:
+                entry = await asyncio.to_thread(self.store.by_key, key)
+            if entry is None:
+                return  # never committed: nothing was ordered and nothing is owed
+            text_for = functools.partial(announcement_for, expiry_minutes=self.config.outbox.expiry_minutes)
+            settled: Settled = await asyncio.to_thread(
+                self.store.settle_waiter, entry.id, tell_inline=False, text_for=text_for, retract_told=True
+            )
+            log.info("outbox-released-to-announce", entry=entry.id, how=settled.how)
+            ann = settled.announcement
+            if ann is not None and self.events is not None:
+                self.events.publish(
+                    "announcement",
+                    id=ann.id,
+                    text=ann.text,
+                    language=ann.language,
+                    priority=ann.priority,
+                    entry_id=entry.id,
+                )
+        except Exception as err:  # logged: the entry itself is safe in the store and a restart announces it
+            log.error("outbox-release-failed", key=key[:8], error=f"{type(err).__name__}: {err}")
+
+    async def _verify_after_failed_enqueue(
+        self, err: OutboxError, key: str, *, patient: bool = False
+    ) -> Entry | None | bool:
+        """After a failed enqueue: the entry (it is there after all), None (known not there), or False
+        (cannot tell). Only a failed COMMIT leaves it uncertain; everything else rolled back."""
+        if not err.context.get("uncertain"):
+            log.warning("outbox-enqueue-failed", code=err.code, error=err.message)
+            return None
+        deadline = time.monotonic() + (VERIFY_SECONDS if patient else 1.0)
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.by_key, key)  # None: rolled back after all
+            except OutboxError as read_err:
+                if time.monotonic() >= deadline:
+                    log.error("outbox-enqueue-uncertain", key=key[:8], error=read_err.message)
+                    return False
+            await asyncio.sleep(0.2)
+
+    def _not_saved(self, err: OutboxError, key: str, *fields: Any) -> Queued:
+        service, action, method, path, body, summary, language = fields
+        reason = not_saved_reason(err.code, language)
+        entry = self._unsaved_entry(key, FAILED, service, action, method, path, body, summary, language)
+        return Queued(replace(entry, last_error=f"{err.code}: {reason}"), online=False, finished=True)
+
+    def _unsaved_entry(self, key: str, state: str, *fields: Any) -> Entry:
+        """An entry that is not in the store (id 0): what the tool reports when nothing could be saved."""
+        service, action, method, path, body, summary, language = fields
+        now = time.time()
+        expiry = self.config.outbox.expiry_minutes * 60
+        return Entry(
+            id=0,
+            key=key,
+            service=service,
+            action=action,
+            method=method.upper(),
+            path=path,
+            body=body,
+            summary=summary,
+            language=language,
+            depends_on=None,
+            state=state,
+            notify=NOTIFY_INLINE,
+            created_at=now,
+            expires_at=now + expiry,
+            updated_at=now,
+            next_attempt_at=0.0,
+            attempts=0,
+            last_error=None,
+            result=None,
+        )
 
     async def _wait_inline(self, entry: Entry) -> Entry:
         deadline = time.monotonic() + self.inline_wait_seconds
         if self.delivers_itself:
             try:
-                await asyncio.wait_for(
-                    self.dispatcher().drain(entry.service, self.inline_wait_seconds),
-                    self.inline_wait_seconds + 0.5,
-                )
-            except TimeoutError:
-                pass
-            except Exception as err:  # delivery errors are the dispatcher's business; the entry is safe
-                log.warning("inline-delivery-failed", entry=entry.id, error=f"{type(err).__name__}: {err}")
-            return await asyncio.to_thread(self.store.get, entry.id)
+                took = await asyncio.to_thread(self.store.own)
+            except OutboxOwned:
+                took = None  # a daemon delivers this store: watch the entry like the daemon's tools do
+            if took is not None:
+                try:
+                    await asyncio.wait_for(
+                        self.dispatcher().drain(entry.service, self.inline_wait_seconds),
+                        self.inline_wait_seconds + 0.5,
+                    )
+                except TimeoutError:
+                    pass
+                except OutboxOwned:
+                    pass
+                except Exception as err:  # delivery errors are the dispatcher's business; the entry is safe
+                    log.warning("inline-delivery-failed", entry=entry.id, error=f"{type(err).__name__}: {err}")
+                finally:
+                    if took:
+                        self.store.disown()
+                return await asyncio.to_thread(self.store.get, entry.id)
         # The daemon's dispatcher was woken by the commit; watch the entry until it settles or time is up.
         while time.monotonic() < deadline:
             current = await asyncio.to_thread(self.store.get, entry.id)

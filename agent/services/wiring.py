@@ -5,7 +5,10 @@ The daemon and the demo both build it: `wiring = await open_services(config, eve
 `build_assistant(..., services=wiring.services, registry=wiring.registry)`,
 `VoicePipeline(..., announcements=wiring.announcements())`, and run `wiring.monitor.run`, `dispatcher.run` and
 `wiring.mark_spoken` as owned tasks.
-"""
+
+The store is opened as its owner (one dispatcher per file: a second daemon refuses with OutboxOwned), and a
+damaged file is set aside with one journal line and one notice to the driver instead of stopping the car
+(agent/outbox/recovery.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from agent.connectivity.monitor import ConnectivityMonitor
     from agent.events import EventBus
     from agent.outbox.dispatcher import Dispatcher
+    from agent.outbox.recovery import SetAside
     from agent.outbox.store import OutboxStore
     from agent.plugins.loader import ToolRegistry
 
@@ -39,6 +43,8 @@ class ServiceWiring:
     registry: ToolRegistry
     # What plugins and the assistant share (agent.services.access): {"outbox", "connectivity", "events"}.
     services: dict[str, Any]
+    # Where a damaged store was put when this one was opened (None: the file was fine).
+    set_aside: SetAside | None = None
 
     def dispatcher(self, **tuning: Any) -> Dispatcher:
         from agent.outbox.dispatcher import Dispatcher
@@ -76,15 +82,18 @@ class ServiceWiring:
 async def open_services(
     config: Config, events: EventBus, *, outbox_file: Path | None = None
 ) -> ServiceWiring:
-    """Open the store (off the loop), create the monitor, load and start the plugins with them.
+    """Open the store as its owner (off the loop), create the monitor, load and start the plugins with them.
 
-    A plugin that fails to start is logged once and the car keeps its other functions."""
+    A plugin that fails to start is logged once and the car keeps its other functions. OutboxOwned when another
+    dispatcher (a second daemon) already owns the store; a damaged store is set aside and replaced."""
     from agent.config import outbox_path
     from agent.connectivity.monitor import ConnectivityMonitor
-    from agent.outbox.store import OutboxStore
+    from agent.outbox.recovery import open_owned
     from agent.plugins.loader import load_registry
 
-    store = await asyncio.to_thread(OutboxStore, outbox_file or outbox_path(config))
+    store, aside = await asyncio.to_thread(
+        open_owned, outbox_file or outbox_path(config), language=config.language
+    )
     monitor = ConnectivityMonitor(config, events)
     services: dict[str, Any] = {"outbox": store, "connectivity": monitor, "events": events}
     registry = load_registry(config, services)
@@ -93,4 +102,4 @@ async def open_services(
             await plugin.start()
         except Exception as err:
             log.error("plugin-start-failed", plugin=plugin.name, error=str(err))
-    return ServiceWiring(config, events, store, monitor, registry, services)
+    return ServiceWiring(config, events, store, monitor, registry, services, aside)
