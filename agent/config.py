@@ -176,13 +176,13 @@ class VehicleConfig(Section):
     min_temperature_c: float = 16.0
     max_temperature_c: float = 30.0
     places: list[Place] = [
-        Place(name="home", address="12 Linden Road", aliases=["家", "回家", "我家", "house", "my place"]),
+        Place(name="home", address="12 Linden Road", aliases=["家", "回家", "我家", "家里", "house", "my place"]),
         Place(name="work", address="88 Century Avenue", aliases=["office", "company", "the office", "公司", "单位", "办公室"]),
         Place(name="gym", address="5 Riverside Drive", aliases=["the gym", "fitness center", "健身房"]),
     ]
     contacts: list[Contact] = [
-        Contact(name="Mom", number="+86 138 0000 0001", aliases=["mum", "mother", "mommy", "ma", "妈妈", "老妈", "我妈", "妈"]),
-        Contact(name="Dad", number="+86 138 0000 0003", aliases=["father", "daddy", "pop", "爸爸", "老爸", "我爸", "爸"]),
+        Contact(name="Mom", number="+86 138 0000 0001", aliases=["mum", "mother", "mommy", "mama", "ma", "妈妈", "老妈", "我妈", "妈"]),
+        Contact(name="Dad", number="+86 138 0000 0003", aliases=["father", "daddy", "pop", "pops", "papa", "old man", "爸爸", "老爸", "我爸", "爸"]),
         Contact(name="Li Wei", number="+86 138 0000 0002", aliases=["李伟", "lee way", "li way"]),
         Contact(name="Zhang Min", number="+86 139 0000 0004", aliases=["张敏", "jang min", "zhang ming"]),
         Contact(name="Sarah", number="+1 555 0100", aliases=["sara"]),

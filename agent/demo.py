@@ -140,8 +140,9 @@ class Voices:
             piper = self._piper_voice()
             pcm = np.frombuffer(piper.synthesize_blocking(text), dtype="<i2")
             audio = _to_16k(pcm, piper.sample_rate_hz)
-        elif voice == "espeak":
-            audio = espeak(text)
+        elif voice == "espeak" or voice.startswith("espeak:"):
+            # "espeak:en-gb+f3": another accent and speaker than the default one
+            audio = espeak(text, voice.partition(":")[2] or "en-us+m3")
         else:
             raise ValueError(f"unknown demo voice {voice!r}")
         audio = _level(audio, SPEECH_DBFS)

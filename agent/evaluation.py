@@ -28,7 +28,7 @@ EXPECT_KEYS = frozenset({"tool", "args", "asks", "done"})
 # Statuses of a call that was made this turn (ran, or waits for the driver's yes or a missing value).
 # "cancelled" (the driver said no) is not a call; calls that never reached a plugin are listed apart.
 RAN = frozenset({"ok", "failed"})
-COUNTED = frozenset({"ok", "failed", "awaiting-confirmation", "asking"})
+COUNTED = frozenset({"ok", "failed", "awaiting-confirmation", "asking", "declined"})
 # Which family a tool belongs to, for per-family reports of sets that do not label it.
 TOOL_FAMILY = {
     "set_climate": "climate", "navigate_to": "navigation", "play_media": "media", "media_control": "media",
@@ -371,6 +371,7 @@ class CaseScore:
     total_ms: float | None = None
     first_token_ms: float | None = None
     error: str | None = None  # run_turn raised or returned something unusable
+    decision: dict[str, Any] | None = None  # what the model weighed (labels and probabilities), when reported
 
     @property
     def actual_tool(self) -> str | None:
@@ -402,6 +403,7 @@ class CaseScore:
             "total_ms": self.total_ms,
             "first_token_ms": self.first_token_ms,
             "error": self.error,
+            **({"decision": self.decision} if self.decision else {}),
         }
 
 
@@ -463,6 +465,7 @@ def score_case(case: EvalCase, outcome: Mapping[str, Any]) -> CaseScore:
         "total_ms": _number_or_none(timings.get("total")),
         "first_token_ms": _number_or_none(timings.get("first_token")),
         "error": str(error) if error else None,
+        "decision": outcome.get("decision") if isinstance(outcome.get("decision"), Mapping) else None,
     }
     want = case.expect.tool
     if error:

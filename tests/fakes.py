@@ -42,7 +42,7 @@ class GenerateCall:
     prompt_text: str
     max_tokens: int
     json_schema: dict[str, Any] | None
-    ban_first: tuple[int, ...] = ()
+    latin_only: bool = False
 
 
 class FakeModel(LanguageModel):
@@ -108,7 +108,7 @@ class FakeModel(LanguageModel):
         stop_tokens: Sequence[int] = (),
         json_schema: dict[str, Any] | None = None,
         lead: str = "",
-        ban_first: Sequence[int] = (),
+        latin_only: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[GenerationStep]:
         text = "".join(chr(t) for t in tokens)
@@ -116,7 +116,7 @@ class FakeModel(LanguageModel):
         phase = "arguments" if json_schema is not None or lead else "say"
         with self._lock:
             self.calls.append(GenerateCall(phase, _last_user_message(text), text, max_tokens, json_schema,
-                                           tuple(ban_first)))
+                                           latin_only))
         if isinstance(self._output(text), BaseException):
             raise self._output(text)
         if not answer.startswith(written):

@@ -103,8 +103,10 @@ class Microphone:
     `stall()` keeps the FIFO open but stops writing: to the daemon a microphone read that never returns.
     """
 
-    def __init__(self, fifo: Path) -> None:
+    def __init__(self, fifo: Path, background: Callable[[int], np.ndarray] | None = None) -> None:
         self.fifo = fifo
+        # What the cabin sounds like between words: quiet noise, or road noise for tests that need it.
+        self._background = background or (lambda n: self._rng.normal(0, 40, n))
         self.feeding = threading.Event()
         self.feeding.set()
         self.written_s = 0.0
@@ -125,7 +127,7 @@ class Microphone:
                 if not self.feeding.wait(timeout=0.1):
                     started, blocks = time.monotonic(), 0  # resume at real time, not in a burst
                     continue
-                block = np.clip(self._rng.normal(0, 40, samples), -32768, 32767)
+                block = np.clip(self._background(samples), -32768, 32767)
                 with self._speech_lock:
                     if self._speech:
                         clip = self._speech[0][:samples]

@@ -54,6 +54,7 @@ SCRIPT = {
     "I want a pizza": call("order_meal", item="pizza"),
     "order a sushi burrito": call("order_meal", item="sushi burrito"),
     "same as last time": call("repeat_last_order"),
+    "navigate home instead": call("navigate_to", destination="home"),
     "cancel that": call("cancel_order"),
     "tell me something nice, I've set it up": "Sure, I've set the temperature for you.",
     "yes": "Yes to what?",
@@ -313,7 +314,7 @@ async def test_a_hesitation_never_confirms_and_is_asked_once_more(car, meals, an
     result = await say(car, answer)
 
     assert meals.orders == [] and result.reply == line(result.language, "confirm_again")
-    assert statuses(result) == [("order_meal", "awaiting-confirmation")]
+    assert result.tool_calls == [] and result.awaiting_confirmation and car.pending is not None
 
 
 async def test_a_question_about_the_order_keeps_it_waiting_and_a_later_yes_places_it(car, meals):
@@ -344,6 +345,15 @@ async def test_an_unclear_answer_is_asked_once_more_then_dropped(car, meals):
     assert second.reply == line("en", "dropped") and not second.awaiting_confirmation
     assert meals.orders == []
     assert car.pending is None
+
+
+async def test_no_followed_by_a_request_drops_the_order_and_does_the_request(car, meals, vehicle):
+    await say(car, "order a large pepperoni pizza")
+    result = await say(car, "no, navigate home instead")
+
+    assert meals.orders == []
+    assert statuses(result) == [("order_meal", "cancelled"), ("navigate_to", "ok")]
+    assert result.reply == "Okay, I won't order it. Navigating to home."
 
 
 async def test_a_new_request_drops_the_pending_order_and_is_done(car, meals, vehicle):
@@ -411,7 +421,7 @@ async def test_a_pizza_asks_which_then_what_size(car, meals):
 async def test_something_not_on_any_menu_is_said_honestly_without_an_order(car, meals):
     result = await say(car, "order a sushi burrito")
 
-    assert statuses(result) == [("order_meal", "failed")]
+    assert statuses(result) == [("order_meal", "declined")]
     assert result.reply == "I couldn't find sushi burrito on any menu nearby."
     assert car.pending is None
 

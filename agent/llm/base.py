@@ -42,8 +42,16 @@ class LanguageModel(Protocol):
         max_tokens: int,
         stop_tokens: Sequence[int] = (),
         json_schema: dict[str, Any] | None = None,
-        ban_first: Sequence[int] = (),
+        lead: str = "",
+        latin_only: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
-    ) -> Iterator[GenerationStep]: ...
+    ) -> Iterator[GenerationStep]:
+        """Greedy tokens after `tokens`; under `json_schema` (written after the literal `lead`) when given,
+        and only Latin-script text when `latin_only`."""
+        ...
+
+    def score(self, tokens: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
+        """The log-probability of each option (token ids) as the continuation of `tokens`."""
+        ...
 
     def warm(self, prefix: ChatPrompt) -> dict[str, Any]: ...

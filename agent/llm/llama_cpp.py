@@ -154,6 +154,7 @@ class LlamaCppModel:
         self._grammars: dict[str, str] = {}
         self._logits = np.zeros(0)
         self._logits_for = -1  # context length the saved logits belong to (-1: none)
+        self._non_latin: np.ndarray | None = None
         self.last_grammar_stats: dict[str, int] = {}
         self._template = self._load_template()
         self.end_tokens = sorted(
@@ -239,7 +240,7 @@ class LlamaCppModel:
         stop_tokens: Sequence[int] = (),
         json_schema: dict[str, Any] | None = None,
         lead: str = "",
-        ban_first: Sequence[int] = (),
+        latin_only: bool = False,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[GenerationStep]:
         """Greedy decoding (a car wants the same answer every time), optionally constrained by a JSON schema.
@@ -253,18 +254,21 @@ class LlamaCppModel:
         if json_schema is None and lead:
             json_schema = {"type": "object"}
         gate = self._grammar(json_schema, lead) if json_schema is not None else None
-        if gate is not None:
-            processors = self._llama_cpp.LogitsProcessorList([gate])
-        elif ban_first:
-            banned = np.array(sorted(set(ban_first)), dtype=np.int64)
-            start = len(tokens)
+        steps: list[Callable[[np.ndarray, np.ndarray], np.ndarray]] = []
+        if latin_only:
+            # An English request gets English words back: a small model that has seen Chinese examples
+            # otherwise writes 下午 for "afternoon". Tokens in other scripts are taken off the table.
+            foreign = self.non_latin_tokens()
 
-            def _ban(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-                if len(input_ids) == start:
-                    scores[banned] = -np.inf
+            def _latin(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+                scores[foreign] = -np.inf
                 return scores
 
-            processors = self._llama_cpp.LogitsProcessorList([_ban])
+            steps.append(_latin)
+        if gate is not None:
+            steps.append(gate)
+        if steps:
+            processors = self._llama_cpp.LogitsProcessorList(steps)
         count = 0
         try:
             for token in self.llm.generate(
@@ -281,6 +285,23 @@ class LlamaCppModel:
             if gate is not None:
                 self.last_grammar_stats = {"checks": gate.checks, "rejections": gate.rejections}
                 gate.close()
+
+    def non_latin_tokens(self) -> np.ndarray:
+        """Ids of tokens that are not Latin-script text (CJK, other scripts, or a piece of a multi-byte
+        character), computed once per model."""
+        if self._non_latin is None:
+            ids = []
+            for token in range(self.llm.n_vocab()):
+                raw = self.llm.detokenize([token], special=False)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    ids.append(token)
+                    continue
+                if any(ord(ch) >= 0x250 and not 0x2000 <= ord(ch) <= 0x206F for ch in text):
+                    ids.append(token)
+            self._non_latin = np.array(ids, dtype=np.int64)
+        return self._non_latin
 
     # ------------------------------------------------------------------ scoring choices
 

@@ -31,7 +31,7 @@ from agent.plugins.loader import ToolRegistry
 from agent.understanding.confirmation import Pending as PendingKind
 from agent.understanding.confirmation import bare_answer, classify_answer
 from agent.understanding.context import Conversation
-from agent.understanding.grounding import ground_arguments, prune_schema
+from agent.understanding.grounding import ground_arguments, has_cjk, prune_schema
 from agent.understanding.language import detect_language
 from agent.understanding.prompt import build_prompt
 from agent.understanding.replies import claims_action, line
@@ -55,7 +55,8 @@ class ToolCallRecord:
     result: dict[str, Any] | None = None
     valid: bool = True
     # ok, failed: it ran. awaiting-confirmation: waits for the driver's yes. asking: waits for a missing value.
-    # cancelled: the driver said no. invalid, unknown-tool: never reached a plugin.
+    # declined: its plugin said why it cannot be done, before anything ran. cancelled: the driver said no.
+    # invalid, unknown-tool: never reached a plugin.
     status: str = "ok"
     error: str | None = None
     dropped_arguments: dict[str, Any] = field(default_factory=dict)
@@ -206,6 +207,9 @@ class Assistant:
     async def warm(self) -> dict[str, Any]:
         """Make the instructions and examples resident in the KV cache; restored from disk when possible."""
         self.warm_info = await self._in_worker(lambda: self.model.warm(self._render_prefix()))
+        prepare = getattr(self.model, "non_latin_tokens", None)
+        if prepare is not None:
+            await self._in_worker(prepare)  # once per model, before the first English turn needs it
         return self.warm_info
 
     def _label_tokens(self) -> dict[str, list[int]]:
@@ -293,9 +297,10 @@ class Assistant:
                              else self._answer_confirmation(t, pending))
             if handled:
                 return
-        elif (answer := bare_answer(t.text)) is not None:
+        elif bare_answer(t.text) == "yes":
             # A bare "yes" with nothing pending must not reach the model: it would claim whatever it guesses.
-            t.say(line(t.language, "nothing_pending" if answer == "yes" else "cancelled"))
+            # ("Skip" or "stop" with nothing pending are requests, so only the yes is kept from the model.)
+            t.say(line(t.language, "nothing_pending"))
             return
         await self._understand(t)
 
@@ -315,6 +320,10 @@ class Assistant:
             t.calls.append(ToolCallRecord(pending.tool.name, pending.arguments, status="cancelled",
                                           needs_confirmation=True))
             t.say(line(t.language, "not_cancelled" if pending.kind is PendingKind.CANCEL else "not_ordered"))
+            if len(answer.rest.split()) >= 2 or (t.language == "zh" and len(answer.rest) >= 3):
+                # "No, navigate home instead": the refusal is done; what follows is a new request.
+                t.text = t.ctx.utterance = answer.rest
+                await self._understand(t)
             return True
         if answer.kind == "change":
             amended = await self._amend(t, pending, answer.rest or t.text)
@@ -341,11 +350,10 @@ class Assistant:
         return True
 
     def _wait_again(self, t: _Turn, pending: Pending) -> None:
+        """Keep waiting for the answer (no new call was made this turn: the one asked about still waits)."""
         pending.expires_at = self._clock() + CONFIRMATION_TIMEOUT_S
         self.pending = pending
         t.awaiting = pending.question is None
-        t.calls.append(ToolCallRecord(pending.tool.name, pending.arguments, status="awaiting-confirmation",
-                                      needs_confirmation=pending.tool.needs_confirmation))
 
     async def _answer_question(self, t: _Turn, pending: Pending) -> bool:
         """The driver answers "What size?" / "Which package?": fill the value and go on with the call."""
@@ -451,7 +459,7 @@ class Assistant:
         base = list(tokens) + self.model.tokenize(self.format.label(tool.name))
         schema = prune_schema(tool, utterance) if self.config.llm.constrained else None
         text, ids = await self._collect(base, max_tokens=self.config.llm.max_call_tokens, json_schema=schema,
-                                        lead=self.format.args_opening)
+                                        lead=self.format.args_opening, latin_only=not has_cjk(utterance))
         try:
             arguments = json.loads(text.strip() or "{}")
         except json.JSONDecodeError:
@@ -527,7 +535,7 @@ class Assistant:
         pending = ""
         first = True
         async with contextlib.aclosing(self._stream(base, max_tokens=self.config.llm.max_reply_tokens,
-                                                    stop_tokens=stops)) as steps:
+                                                    stop_tokens=stops, latin_only=t.language == "en")) as steps:
             async for step in steps:
                 if "\n" in step.text:
                     pending += step.text.split("\n", 1)[0]
@@ -591,7 +599,8 @@ class Assistant:
         if prepared.question is not None:
             return self._ask(t, tool, record, prepared.arguments, prepared.question)
         if prepared.problem is not None:
-            record.status, record.error = "failed", prepared.problem
+            # The plugin said no before anything ran (not on any menu, over the spend limit).
+            record.status, record.error = "declined", prepared.problem
             t.say(prepared.problem)
             return True
         if tool.needs_confirmation:

@@ -14,6 +14,7 @@ from agent.outbox.messages import outcome_text
 from agent.outbox.store import DELIVERED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.deliveries.packages import find_package, matching_packages
+from agent.plugins.vehicle.state import match_name
 from agent.services.access import Read, ServiceAccess
 
 _PACKAGE = {"package": {"type": "string", "maxLength": 60, "description": "which package, e.g. 'the shoes'"}}
@@ -88,8 +89,19 @@ class DeliveriesPlugin(Plugin):
         packages = read.data if read is not None else []
         if not packages:
             return Prepared(dict(arguments))  # the handler says it cannot reach the service
+        arguments = dict(arguments)
+        if tool == "redirect_delivery" and arguments.get("destination"):
+            place = match_name(arguments["destination"],
+                               [(p.name, [p.name, *p.aliases], p) for p in self.config.vehicle.places])
+            if place is not None:
+                arguments["destination"] = place.name  # a saved place by its name; the handler sends its address
         wanted = arguments.get("package")
         found = matching_packages(packages, wanted)
+        if len(found) != 1 and ctx.utterance:
+            # The model left the package out (or named it oddly), but the driver said which: "the sneakers".
+            said = matching_packages(packages, ctx.utterance)
+            if len(said) == 1:
+                found, wanted = said, wanted or said[0]["description"]
         if wanted and len(found) == 1:
             return Prepared({**arguments, "package": found[0]["description"]})
         if tool == "track_package" and not wanted:
@@ -144,7 +156,7 @@ class DeliveriesPlugin(Plugin):
                 ),
                 self._reschedule,
                 requires_network=True,
-                grounded=("day",),
+                grounded=("day", "time_window"),
                 examples=EXAMPLES["reschedule_delivery"],
                 questions={"day": ("Which day should it come?", "改到哪天送？")},
             ),

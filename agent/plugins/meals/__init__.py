@@ -57,6 +57,7 @@ ORDER_EXAMPLES = (
 SEARCH_EXAMPLES = (
     _ex("find a noodle place nearby", query="noodle"),
     _ex("is there any sushi around here", query="sushi"),
+    _ex("find me somewhere to grab lunch", query="lunch"),
     _ex("附近有什么火锅店", query="火锅"),
 )
 STATUS_EXAMPLES = (_ex("where's my food"), _ex("how long until the pizza gets here"), _ex("外卖到哪了"))

@@ -13,6 +13,7 @@ from agent.understanding.grounding import numbers_in, string_grounded
 SIZE_EN = {"small": "small", "medium": "medium", "large": "large", "regular": ""}
 SIZE_ZH = {"small": "小份", "medium": "中份", "large": "大份", "regular": ""}
 DRINK_SIZE_ZH = {"small": "小杯", "medium": "中杯", "large": "大杯", "regular": ""}
+DRINK_CUISINES = frozenset({"coffee", "bubble tea"})
 
 
 @dataclass
@@ -109,7 +110,10 @@ def prepare_order(catalogue: Catalogue, args: dict[str, Any], utterance: str | N
             not said or string_grounded(str(args["restaurant"]), utterance)):
         restaurant = catalogue.restaurant_named(str(args["restaurant"]))
     mentions = catalogue.mentions(utterance, restaurant)
-    lines = lines_from_arguments(args)
+    # A line that is only the restaurant's name ("樱花寿司" written as an item) is not a dish.
+    lines = [ln for ln in lines_from_arguments(args)
+             if not (catalogue.restaurant_named(ln.said) and not catalogue.best(ln.said, restaurant)
+                     or (restaurant is not None and norm(ln.said) in map(norm, restaurant.names)))]
     size_said = not said or catalogue.size_word(utterance) is not None
     for line in lines:
         line.quantity = _said_count(line.quantity, utterance) if said else line.quantity
@@ -142,6 +146,16 @@ def prepare_order(catalogue: Catalogue, args: dict[str, Any], utterance: str | N
                 line.item = top[0]
             elif len(top) > 1:
                 line.choices = tuple(top[:5])
+    # The model repeating a dish the driver named once ("two lattes, sorry, three") is one line, not two.
+    named_once = {norm(m.item.name) for m in mentions
+                  if sum(norm(x.item.name) == norm(m.item.name) for x in mentions) == 1}
+    deduped: list[Line] = []
+    for li, line in enumerate(lines):
+        key = norm(line.item.name) if line.item else None
+        if li not in paired and key in named_once and any(d.item and norm(d.item.name) == key for d in deduped):
+            continue
+        deduped.append(line)
+    lines = deduped
     for mi in range(len(mentions)):
         if mi not in paired.values():
             m = mentions[mi]
@@ -218,10 +232,12 @@ def describe(quote: Quote, language: str) -> str:
     """ "a large pepperoni pizza and two colas from Luigi's Pizzeria, 105 yuan" / 路易吉披萨的一份大份…，105元"""
     if language == "zh":
         parts = []
+        # Drinks from a café or a tea house come in cups (两杯大杯拿铁), the rest in portions (一份大份披萨).
+        cups = quote.restaurant.cuisine in DRINK_CUISINES
         for ln in quote.lines:
-            size = (DRINK_SIZE_ZH if "杯" in ln.get("name_zh", "") else SIZE_ZH).get(ln["size"], "")
+            size = (DRINK_SIZE_ZH if cups else SIZE_ZH).get(ln["size"], "")
             count = _ZH_COUNTS.get(ln["quantity"], str(ln["quantity"]))
-            parts.append(f"{count}份{size}{ln['name_zh']}")
+            parts.append(f"{count}{'杯' if cups else '份'}{size}{ln['name_zh']}")
         return f"{quote.restaurant.name_zh}的{'、'.join(parts)}，{quote.total}元"
     parts = []
     for ln in quote.lines:

@@ -6,6 +6,7 @@ from typing import Any
 
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.vehicle.state import SimulatedVehicle, VehicleAdapter, match_name
+from agent.understanding.grounding import numbers_in
 
 ZONES = ["all", "driver", "passenger", "rear"]
 MEDIA_KINDS = ["music", "radio", "podcast", "audiobook"]
@@ -29,11 +30,14 @@ CLIMATE_EXAMPLES = (
     _ex("uh can you make it twenty three in here", temperature_c=23),
     _ex("it's freezing", temperature_change_c=2),
     _ex("a bit cooler please", temperature_change_c=-1),
+    _ex("it's boiling in here", temperature_change_c=-2),
+    _ex("warm up the passenger side a little", temperature_change_c=1, zone="passenger"),
     _ex("passenger side to twenty four", temperature_c=24, zone="passenger"),
     _ex("turn off the AC", ac=False),
     _ex("fan on three", fan_level=3),
     _ex("温度调到二十二度", temperature_c=22),
     _ex("有点热", temperature_change_c=-1),
+    _ex("副驾温度高一点", temperature_change_c=1, zone="passenger"),
     _ex("后排调到25度", temperature_c=25, zone="rear"),
     _ex("把空调打开", ac=True),
     _ex("风量调小一点", fan_level=1),
@@ -43,26 +47,30 @@ NAVIGATION_EXAMPLES = (
     _ex("I need to get to the airport", destination="airport"),
     _ex("find me a route to the nearest gas station", destination="nearest gas station"),
     _ex("let's go to the office", destination="office"),
+    _ex("navigate to the mall, no wait, the train station", destination="train station"),
     _ex("导航去公司", destination="公司"),
     _ex("我要去火车站", destination="火车站"),
     _ex("回家", destination="家"),
+    _ex("导航去公园，不对，去图书馆", destination="图书馆"),
 )
 PLAY_EXAMPLES = (
     _ex("play some jazz", query="jazz"),
     _ex("play music", ),
     _ex("I wanna hear Hotel California", query="Hotel California"),
-    _ex("put on the radio", kind="radio"),
+    _ex("switch on the radio", kind="radio"),
     _ex("continue my audiobook", kind="audiobook"),
     _ex("放一首周杰伦的歌", query="周杰伦"),
     _ex("来点音乐"),
     _ex("听一下交通广播", query="交通广播", kind="radio"),
+    _ex("开一下电台", kind="radio"),
 )
 CONTROL_EXAMPLES = (
     _ex("skip this song", action="next"),
+    _ex("ugh this one's bad, next", action="next"),
     _ex("louder", action="volume_up"),
     _ex("pause the music", action="pause"),
     _ex("声音小一点", action="volume_down"),
-    _ex("下一首", action="next"),
+    _ex("换首歌", action="next"),
     _ex("继续播放", action="resume"),
 )
 CALL_EXAMPLES = (
@@ -80,6 +88,40 @@ CLIMATE_CUES = {
     "ac": ("ac", "a/c", "a c", "air con", "aircon", "air conditioning", "air conditioner", "cooling",
            "空调", "冷气"),
 }
+
+
+# Words that say which way the cabin should go, longest first ("colder" before "cold", "太热" before "热").
+_WARMER = ("a lot warmer", "much warmer", "warmer", "warm it up", "warm up", "heat it up", "turn up the heat",
+           "heat up", "hotter", "i'm cold", "im cold", "it's cold", "its cold", "so cold", "too cold", "chilly",
+           "freezing", "暖和", "暖一点", "调高", "高一点", "升高", "冷死", "太冷", "好冷", "有点冷", "冷")
+_COOLER = ("a lot cooler", "much cooler", "cooler", "cool it down", "cool down", "colder", "too hot", "way too hot",
+           "so hot", "it's hot", "its hot", "too warm", "stuffy", "boiling", "roasting", "调低", "低一点", "降低",
+           "凉快", "凉一点", "热死", "太热", "好热", "有点热", "热")
+_STRONG = ("a lot", "much", "way too", "so ", "really", "freezing", "boiling", "roasting", "死", "太", "好冷", "好热")
+_FAN_UP = ("fan up", "more air", "more fan", "fan higher", "turn up the fan", "stronger fan", "风大", "风量大", "加大风")
+_FAN_DOWN = ("fan down", "less air", "less fan", "fan lower", "turn down the fan", "weaker fan", "风小", "风量小",
+             "减小风", "风太大")
+
+
+def _said(text: str, phrases: tuple[str, ...]) -> str | None:
+    t = " ".join(text.casefold().split())
+    return next((p for p in phrases if p in t), None)
+
+
+def relative_temperature(text: str) -> int | None:
+    """+1/+2 for "warmer" / "I'm freezing", -1/-2 for "a bit cooler" / "way too hot", None when not said."""
+    up, down = _said(text, _WARMER), _said(text, _COOLER)
+    if up is None and down is None:
+        return None
+    # The longer phrase is the one meant: "colder" is a wish to cool, "cold" a complaint to warm.
+    sign = 1 if down is None or (up is not None and len(up) > len(down)) else -1
+    return sign * (2 if _said(text, _STRONG) else 1)
+
+
+def relative_fan(text: str) -> int | None:
+    if _said(text, _FAN_DOWN):
+        return -1
+    return 1 if _said(text, _FAN_UP) else None
 
 
 class VehiclePlugin(Plugin):
@@ -203,22 +245,36 @@ class VehiclePlugin(Plugin):
         if tool == "call_contact":
             contact = self._contact(args["name"])
             if contact is None:
-                return Prepared(args, problem=_say(ctx, f"I couldn't find {args['name']} in your contacts.",
-                                                   f"通讯录里没有找到{args['name']}。"))
+                # Not in the address book (or misheard): ask, naming who is, rather than give up.
+                names = [c.name for c in self.config.vehicle.contacts][:4]
+                return Prepared(args, question=Question("name", _say(
+                    ctx, f"I couldn't find {args['name']} in your contacts. Who should I call?",
+                    f"通讯录里没有找到{args['name']}。要打给谁？"), tuple(names)))
             args["name"] = contact.name
         return Prepared(args)
 
     def _prepare_climate(self, ctx: ToolContext, args: dict[str, Any]) -> Prepared:
+        said = ctx.utterance
+        climate = self.vehicle.snapshot()["climate"]
         change = args.pop("temperature_change_c", None)
+        if "temperature_c" not in args and said:
+            # How much warmer or cooler: the number said, else the words (a bit = 1, way too = 2). The words
+            # also set the direction when the model got it backwards ("it's way too hot" is cooler).
+            words = relative_temperature(said)
+            if change is not None and float(abs(change)) in numbers_in(said):
+                if words is not None and (change > 0) != (words > 0):
+                    change = -change
+            else:
+                change = words  # a step nobody said is the words' step, or none ("set an alarm at 7")
         if change is not None and "temperature_c" not in args:
-            # "Two degrees warmer": from what the zone is set to now, within the car's limits.
-            zones = self.vehicle.snapshot()["climate"]["zones"]
             zone = args.get("zone", "all")
-            current = zones.get("driver" if zone == "all" else zone, 22.0)
+            current = climate["zones"].get("driver" if zone == "all" else zone, 22.0)
             low, high = self.limits
             target = max(low, min(high, round(current + float(change), 1)))
             args["temperature_c"] = int(target) if float(target).is_integer() else target
             args["temperature_change_c"] = change
+        if "fan_level" not in args and said and (step := relative_fan(said)) is not None:
+            args["fan_level"] = max(0, min(7, int(climate["fan_level"]) + step))
         if not ({"temperature_c", "fan_level", "ac"} & set(args)):
             return Prepared(args, question=Question("temperature_c", _say(
                 ctx, "What temperature would you like?", "要调到多少度？")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 import unicodedata
@@ -87,16 +88,48 @@ def _norm(text: str) -> str:
     for prefix in ("my ", "the "):
         if text.startswith(prefix):
             text = text[len(prefix) :]
-    return text
+    return text.strip(" .,!?，。！？")
+
+
+def _sound(text: str) -> str:
+    """How a Chinese name sounds (toneless pinyin): a recogniser writes 张民 for 张敏, 李为 for 李伟."""
+    from pypinyin import lazy_pinyin
+
+    return " ".join(lazy_pinyin(text))
+
+
+def _cjk(text: str) -> bool:
+    return any("\u3400" <= ch <= "\u9fff" for ch in text)
+
+
+def _within(part: str, whole: str) -> bool:
+    """`part` is a word or words of `whole` (any substring for Chinese): "her" is not in "mother"."""
+    if _cjk(part):
+        return part in whole
+    return f" {part} " in f" {whole} "
 
 
 def match_name(wanted: str, candidates: list[tuple[str, list[str], T]]) -> T | None:
-    """Exact (case-insensitive) name or alias first, then a candidate whose name contains the words asked for."""
+    """Exact (case-insensitive) name or alias first, then a candidate whose name contains the words asked for,
+    then one that sounds the same (Chinese) or is spelt nearly the same (Sara, Li Way)."""
     target = _norm(wanted)
+    if not target:
+        return None
     for _, names, item in candidates:
         if any(_norm(n) == target for n in names):
             return item
     for _, names, item in candidates:
-        if any(target and (target in _norm(n) or _norm(n) in target) for n in names):
+        if any(_within(target, _norm(n)) or _within(_norm(n), target) for n in names if _norm(n)):
             return item
-    return None
+    if _cjk(target):
+        sound = _sound(target)
+        for _, names, item in candidates:
+            if any(_cjk(n) and _sound(_norm(n)) == sound for n in names):
+                return item
+        return None
+    scored = [
+        (difflib.SequenceMatcher(None, target, _norm(n)).ratio(), item)
+        for _, names, item in candidates for n in names if not _cjk(n)
+    ]
+    best = max(scored, key=lambda s: s[0], default=(0.0, None))
+    return best[1] if best[0] >= 0.82 else None
