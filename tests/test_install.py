@@ -82,7 +82,7 @@ def test_install_config_not_world_readable(tmp_path: Path) -> None:
     install(tmp_path)
     config = tmp_path / "etc/cabin-agent/config.yaml"
     assert mode(config) == 0o640 and mode(config) & 0o007 == 0
-    # In an image the group does not exist yet: tmpfiles.d gives it the group at boot, without touching the mode.
+    # In an image the group does not exist yet: tmpfiles.d sets it at boot, without touching the mode.
     tmpfiles = (tmp_path / "usr/lib/tmpfiles.d/cabin-agent.conf").read_text().splitlines()
     assert "z /etc/cabin-agent/config.yaml - root cabin-agent -" in tmpfiles
     unit = (REPO / "systemd/cabin-agent.service").read_text()
