@@ -1,11 +1,14 @@
 """Configuration: built-in defaults < YAML file < environment, validated once into frozen typed models.
 
-A bad value fails fast with one line naming the key path, the value and what is allowed (exit status 78).
+A bad value fails fast with one line naming the key path, the value and what is allowed (exit status 78);
+so does a file that is no config at all (a FIFO, binary, an alias bomb, nesting thousands deep), in a second.
 """
 
 from __future__ import annotations
 
 import os
+import reprlib
+import stat
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -255,10 +258,133 @@ def control_socket_path(config: Config) -> Path:
 
 
 # ---------------------------------------------------------------- loading
+#
+# Every way a config can be bad ends in one ConfigError line (exit 78) within a second: the file must be a
+# regular file of bounded size in UTF-8, YAML anchors and aliases are refused (an alias bomb expands a few
+# hundred bytes into billions of nodes), nesting is bounded before anything recursive sees the data, and
+# values are shortened in messages.
+
+# The shipped config, every key documented, is under 7 KB; 32 KiB still holds hundreds of places and contacts,
+# and parses in under half a second on a busy head unit (YAML, even libyaml, builds only ~100 KB/s there).
+MAX_CONFIG_BYTES = 32 * 1024
+MAX_DEPTH = 32  # mappings and lists inside each other; the deepest real key (vehicle.places.0.aliases.0) is 5
+MAX_ENV_VALUE_CHARS = 4096
+MAX_MESSAGE_CHARS = 300
+_VALUE_REPR = reprlib.Repr()
+_VALUE_REPR.maxstring = _VALUE_REPR.maxother = 60
+_VALUE_REPR.maxlist = _VALUE_REPR.maxtuple = _VALUE_REPR.maxset = _VALUE_REPR.maxdict = 4
+_VALUE_REPR.maxlevel = 2
+
+
+def _one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` as one line of at most `limit` characters (control characters escaped, the rest cut)."""
+    flat = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[: limit * 2])
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _short(value: Any) -> str:
+    return _VALUE_REPR.repr(value)
+
+
+def _error(message: str, **context: Any) -> ConfigError:
+    return ConfigError(_one_line(message), **context)
+
+
+# libyaml when PyYAML has it (several times faster), else the pure-Python classes.
+_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OPENS = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_CLOSES = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+_YAML_VALUE_ERRORS = (yaml.YAMLError, ValueError, OverflowError, TypeError, RecursionError)
+
+
+def _screen(text: str) -> None:
+    """Refuse anchors, aliases and deep nesting from the event stream, before anything builds the tree.
+
+    The parser is iterative (libyaml's too), so this is safe on any input; composing is recursive (in C for
+    libyaml, where deep input overflows the stack), so it only ever sees text that passed here.
+    """
+    parser = _LOADER(text)
+    try:
+        depth = 0
+        while parser.check_event():
+            event = parser.get_event()
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.composer.ComposerError(
+                    None, None, "anchors and aliases (&name, *name) are not allowed", event.start_mark
+                )
+            if isinstance(event, _OPENS):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark
+                    )
+            elif isinstance(event, _CLOSES):
+                depth -= 1
+    finally:
+        parser.dispose()
+
+
+def _parse_yaml(text: str) -> Any:
+    _screen(text)
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader (CSafeLoader or SafeLoader)
+
+
+def _check_depth(data: Any, where: str) -> None:
+    """Refuse structures nested deeper than MAX_DEPTH, without recursing (what comes next does)."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            key = ".".join(path[:3]) + "…"
+            raise _error(f"{where}: {key}: nested deeper than {MAX_DEPTH} levels", key=key)
+        if isinstance(node, dict):
+            stack.extend((v, (*path, _one_line(str(k), 40))) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, (*path, str(i))) for i, v in enumerate(node))
+
+
+def _read_bounded(path: Path, what: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. A FIFO, device or directory is refused without
+    blocking: it is opened non-blocking and checked with fstat before a single byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise _error(f"{what} {path}: not found", key="--config", path=str(path)) from None
+    except OSError as err:
+        raise _error(f"{what} {path}: cannot be read ({err.strerror})", path=str(path)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = (
+                "a directory"
+                if stat.S_ISDIR(st.st_mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(st.st_mode)
+                else (
+                    "a device"
+                    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "not a regular file"
+                )
+            )
+            raise _error(f"{what} {path}: is {kind}, not a regular file", path=str(path))
+        if st.st_size > limit:
+            raise _error(f"{what} {path}: {st.st_size} bytes, more than the {limit} allowed", path=str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            data = fh.read(limit + 1)
+    except OSError as err:
+        raise _error(f"{what} {path}: cannot be read ({err.strerror})", path=str(path)) from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > limit:  # it grew after the fstat
+        raise _error(f"{what} {path}: more than the {limit} bytes allowed", path=str(path))
+    return data
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+    return _one_line(".".join(_one_line(str(part), 40) for part in loc), 120) or "(top level)"
 
 
 def _section_of(annotation: Any) -> type[BaseModel] | None:
@@ -305,14 +431,14 @@ def _describe(errors: list[dict[str, Any]]) -> str:
         return f"{key}: unknown key{hint}"
     msgs: list[str] = []
     for error in errors:
-        msg = error["msg"]
+        msg = _one_line(error["msg"], 120)
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if msgs and msg.startswith("Input should be "):
             msg = msg[len("Input should be ") :]
         if msg not in msgs:
             msgs.append(msg)
-    return f"{key}: {' or '.join(msgs)} (got {got!r})"
+    return f"{key}: {' or '.join(msgs)} (got {_short(got)})"
 
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
@@ -324,13 +450,28 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
+        if len(parts) > MAX_DEPTH:
+            raise _error(
+                f"{name[:60]}…: nested deeper than {MAX_DEPTH} levels", key=_format_loc(tuple(parts[:3]))
+            )
+        if len(raw) > MAX_ENV_VALUE_CHARS:
+            raise _error(
+                f"{_one_line(name, 80)}: value longer than {MAX_ENV_VALUE_CHARS} characters", key=name
+            )
         node = tree
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):  # CABIN_AGENT__LLM=x and CABIN_AGENT__LLM__N_THREADS=2 together
+                raise _error(
+                    f"{_one_line(name, 80)}: {'.'.join(parts[:-1])} is also set as a value", key=name
+                )
+            node = child
+        if isinstance(node.get(parts[-1]), dict):
+            raise _error(f"{_one_line(name, 80)}: {'.'.join(parts)} is also set as a section", key=name)
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            node[parts[-1]] = raw
+            node[parts[-1]] = _parse_yaml(raw) if raw.strip() else raw
+        except _YAML_VALUE_ERRORS:
+            node[parts[-1]] = raw  # not YAML (or an alias, or too deep): the text itself
     return tree
 
 
@@ -343,7 +484,12 @@ def _credential_overrides() -> dict[str, Any]:
     for service in ("meals", "deliveries"):
         path = Path(creds) / f"{service}-api-key"
         if path.is_file():
-            tree.setdefault("services", {}).setdefault(service, {})["api_key"] = path.read_text().strip()
+            raw = _read_bounded(path, "credential", MAX_ENV_VALUE_CHARS)
+            try:
+                secret = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise _error(f"credential {path}: not UTF-8 text", path=str(path)) from None
+            tree.setdefault("services", {}).setdefault(service, {})["api_key"] = secret
     return tree
 
 
@@ -358,38 +504,52 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    raw = _read_bounded(path, "config file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found", key="--config", path=str(path)) from None
-    except OSError as err:
-        raise ConfigError(f"config file {path}: cannot be read ({err.strerror})", path=str(path)) from err
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise _error(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})",
+            path=str(path),
+        ) from None
     try:
-        data = yaml.safe_load(text)
+        data = _parse_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: invalid YAML ({problem})", path=str(path)) from None
+        raise _error(f"{where}: invalid YAML ({_one_line(str(problem), 120)})", path=str(path)) from None
+    except (ValueError, OverflowError, TypeError) as err:
+        # A scalar YAML accepts but Python cannot hold: a 13th month, an int of 5,000 digits.
+        raise _error(f"{path}: invalid YAML value ({_one_line(str(err), 120)})", path=str(path)) from None
+    except RecursionError:  # belt and braces: the loader bounds nesting itself
+        raise _error(f"{path}: nested too deeply", path=str(path)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: (top level) must be a mapping of sections (got {type(data).__name__})")
+        raise _error(f"{path}: (top level) must be a mapping of sections (got {type(data).__name__})")
+    _check_depth(data, str(path))
     return data
 
 
 def validate(data: dict[str, Any]) -> Config:
+    _check_depth(data, "config")
     try:
         return Config.model_validate(data)
     except ValidationError as err:
         by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for error in err.errors():
+        for error in err.errors(include_url=False):
             by_key.setdefault(_key_path(tuple(error["loc"]))[0], []).append(error)
         (first_key, first_errors), *others = by_key.items()
         line = _describe(first_errors)
         if others:
             line += f" (and {len(others)} more)"
-        raise ConfigError(line, key=_format_loc(first_key)) from None
+        if len(line) > MAX_MESSAGE_CHARS:
+            # Keep the count of further problems visible when the first one is long.
+            more = f" (and {len(others)} more)" if others else ""
+            line = _one_line(_describe(first_errors), MAX_MESSAGE_CHARS - len(more)) + more
+        raise _error(line, key=_format_loc(first_key)) from None
 
 
 def load_config(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -134,6 +134,10 @@ def devservice(
             "--api-key-env", help="Require `Authorization: Bearer $VAR` (name of an environment variable)."
         ),
     ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option("--admin", help="Serve /admin/* (faults, prices, down); behind the API key if set."),
+    ] = False,
 ) -> None:
     """Run the reference meals/deliveries service on 127.0.0.1 (see docs/services.md)."""
     import os
@@ -145,8 +149,11 @@ def devservice(
     api_key = os.environ.get(api_key_env) if api_key_env else None
     if api_key_env and not api_key:
         raise typer.BadParameter(f"environment variable {api_key_env} is not set", param_hint="--api-key-env")
-    service = ReferenceService(db or ":memory:", port=port, api_key=api_key).start()
-    typer.echo(f"reference service on {service.url} (admin: POST {service.url}/admin/faults, /admin/down)")
+    service = ReferenceService(db or ":memory:", port=port, api_key=api_key, admin=admin).start()
+    where = (
+        f"admin: POST {service.url}/admin/faults, /admin/down" if admin else "admin off; --admin turns it on"
+    )
+    typer.echo(f"reference service on {service.url} ({where})")
     try:
         while True:
             time.sleep(3600)

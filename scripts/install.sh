@@ -60,6 +60,7 @@ DROPIN_DIR=$UNIT_DIR/$NAME.service.d
 SHARE=$ROOT/usr/share/$NAME
 DOC=$ROOT/usr/share/doc/$NAME
 SYSUSERS=$ROOT/usr/lib/sysusers.d/$NAME.conf
+TMPFILES=$ROOT/usr/lib/tmpfiles.d/$NAME.conf
 STATE=$ROOT/var/lib/$NAME
 CACHE=$ROOT/var/cache/$NAME
 CREDSTORE=$ROOT/etc/credstore
@@ -68,6 +69,19 @@ PY=${PYTHON:-python3}
 
 say() { printf '\033[1minstall:\033[0m %s\n' "$*" >&2; }
 user_exists() { [ "$LIVE" = 1 ] && getent passwd "$NAME" >/dev/null; }
+mode_of() { stat -c %a "$1"; }
+
+# The config may carry API keys: root may write it, the service's group may read it, nobody else.
+# install_config SRC DEST: DEST gets SRC's bytes with mode 0640, or stricter when DEST already was (an
+# admin's 0600 is never loosened), owned by root:cabin-agent on a live system. In an image (--root), the
+# group does not exist yet: tmpfiles.d sets it at boot, after sysusers created it (see step 1).
+install_config() {
+  local mode=0640
+  if [ -e "$2" ]; then mode=$(printf '%04o' $(( 8#$(mode_of "$2") & 8#0640 ))); fi
+  install -m "$mode" "$1" "$2.tmp"
+  if user_exists; then chown "root:$NAME" "$2.tmp"; fi
+  mv -f "$2.tmp" "$2"
+}
 
 detect_profile() {
   local model=""
@@ -108,7 +122,7 @@ if [ "$UNINSTALL" = 1 ]; then
   fi
   rm -f "$ETC/config.yaml.new"
   rm -rf "$PREFIX" "$SHARE" "$DOC"
-  rm -f "$SYSUSERS"
+  rm -f "$SYSUSERS" "$TMPFILES"
   if [ "$PURGE" = 1 ]; then
     rm -rf "$ETC" "$STATE" "$CACHE" "$ROOT/var/lib/private/$NAME"
     rm -f "$CREDSTORE/$NAME.meals-api-key" "$CREDSTORE/$NAME.deliveries-api-key"
@@ -132,6 +146,11 @@ say "profile $PROFILE${ROOT:+, root $ROOT}"
 install -d -m 0755 "$(dirname "$SYSUSERS")"
 printf 'u %s - "cabin-agent voice agent" /var/lib/%s /usr/sbin/nologin\n' "$NAME" "$NAME" >"$SYSUSERS.tmp"
 mv "$SYSUSERS.tmp" "$SYSUSERS"; chmod 0644 "$SYSUSERS"
+# Ownership only ("-" keeps the mode): the config becomes readable by the service's group once it exists.
+install -d -m 0755 "$(dirname "$TMPFILES")"
+printf 'z /etc/%s/config.yaml - root %s -\nz /etc/%s/config.yaml.new - root %s -\n' \
+  "$NAME" "$NAME" "$NAME" "$NAME" >"$TMPFILES.tmp"
+mv "$TMPFILES.tmp" "$TMPFILES"; chmod 0644 "$TMPFILES"
 if [ "$LIVE" = 1 ] && ! getent passwd "$NAME" >/dev/null; then
   if command -v systemd-sysusers >/dev/null; then
     systemd-sysusers "$SYSUSERS"
@@ -163,15 +182,19 @@ install -m 0644 "$SRC/docs/deploy.md" "$DOC/deploy.md"
 new=$(mktemp); trap 'rm -f "$new"' EXIT
 render_config >"$new"
 if [ ! -f "$ETC/config.yaml" ] || cmp -s "$ETC/config.yaml" "$SHARE/config.yaml.installed"; then
-  install -m 0644 "$new" "$ETC/config.yaml"
+  install_config "$new" "$ETC/config.yaml"
   rm -f "$ETC/config.yaml.new"
 elif cmp -s "$ETC/config.yaml" "$new"; then
   rm -f "$ETC/config.yaml.new"
 else
-  install -m 0644 "$new" "$ETC/config.yaml.new"
+  install_config "$new" "$ETC/config.yaml.new"
   say "kept your changed $ETC/config.yaml; the new default is config.yaml.new"
   grep -q "^  profile: $PROFILE\$" "$ETC/config.yaml" ||
     say "warning: $ETC/config.yaml does not select profile $PROFILE (models.profile)"
+fi
+# A kept config is the admin's: its mode is not changed, but one every local user can read is worth a word.
+if [ $(( 8#$(mode_of "$ETC/config.yaml") & 8#0006 )) != 0 ]; then
+  say "warning: $ETC/config.yaml is open to every local user (mode $(mode_of "$ETC/config.yaml")) and may hold API keys; fix: chmod 0640 $ETC/config.yaml && chgrp $NAME $ETC/config.yaml"
 fi
 install -m 0644 "$new" "$SHARE/config.yaml.installed"
 

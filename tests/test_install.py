@@ -50,6 +50,7 @@ EXPECTED_FILES = [
     "usr/share/cabin-agent/config.yaml.installed",
     "usr/share/doc/cabin-agent/deploy.md",
     "usr/lib/sysusers.d/cabin-agent.conf",
+    "usr/lib/tmpfiles.d/cabin-agent.conf",
 ]
 EXPECTED_DIRS = ["opt/cabin-agent", "var/lib/cabin-agent/models", "var/cache/cabin-agent", "etc/credstore"]
 
@@ -64,12 +65,42 @@ def test_install_places_the_files(tmp_path: Path) -> None:
     assert (tmp_path / EXPECTED_FILES[2]).read_bytes() == (REPO / "models/manifest.yaml").read_bytes()
     assert stat.S_IMODE((tmp_path / "etc/credstore").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "var/lib/cabin-agent").stat().st_mode) == 0o750
-    assert stat.S_IMODE((tmp_path / "etc/cabin-agent/config.yaml").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "etc/cabin-agent/config.yaml").stat().st_mode) == 0o640
     assert not (tmp_path / "etc/systemd/system/cabin-agent.service.d").exists()  # no Jetson drop-in on a Pi
     assert (tmp_path / EXPECTED_FILES[5]).read_text().startswith("u cabin-agent - ")
     config = load_config(tmp_path / "etc/cabin-agent/config.yaml", environ={})
     assert config.models.profile == "pi5"
     assert config.llm.n_gpu_layers == 0
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_install_config_not_world_readable(tmp_path: Path) -> None:
+    """The config may carry API keys: 0640, root:cabin-agent (the unit's group), never loosened."""
+    install(tmp_path)
+    config = tmp_path / "etc/cabin-agent/config.yaml"
+    assert mode(config) == 0o640 and mode(config) & 0o007 == 0
+    # In an image the group does not exist yet: tmpfiles.d sets it at boot, without touching the mode.
+    tmpfiles = (tmp_path / "usr/lib/tmpfiles.d/cabin-agent.conf").read_text().splitlines()
+    assert "z /etc/cabin-agent/config.yaml - root cabin-agent -" in tmpfiles
+    unit = (REPO / "systemd/cabin-agent.service").read_text()
+    assert "\nGroup=cabin-agent\n" in unit  # the group the service reads it as
+
+    # An admin's stricter mode survives a re-install, also when the file is replaced (still our default)...
+    config.chmod(0o600)
+    install(tmp_path, "jetson")
+    assert load_config(config, environ={}).models.profile == "jetson" and mode(config) == 0o600
+    # ...and a changed config is kept as it is; when every user can read it, the installer says so.
+    config.write_text(config.read_text() + "# mine\n")
+    config.chmod(0o644)
+    log = install(tmp_path)
+    assert mode(config) == 0o644
+    assert f"warning: {config} is open to every local user (mode 644) and may hold API keys" in log
+    assert mode(tmp_path / "etc/cabin-agent/config.yaml.new") == 0o640
+    config.chmod(0o640)
+    assert "open to every local user" not in install(tmp_path)
 
 
 def test_install_is_idempotent(tmp_path: Path) -> None:

