@@ -194,10 +194,8 @@ class VoicePipeline:
             r"^\W*" + r"\W+".join(re.escape(w) for w in config.wake_phrase.lower().split()) + r"\b[\s,.!?]*",
             re.IGNORECASE,
         )
-        if config.asr.bias_vocabulary:
-            from agent.voice import bias_vocabulary
-
-            self.recognizer.set_vocabulary(bias_vocabulary(config, getattr(assistant, "registry", None)))
+        self._vocabulary: list[str] = []
+        self._refresh_vocabulary()
 
     @classmethod
     async def from_config(
@@ -228,6 +226,18 @@ class VoicePipeline:
             announcements=announcements,
             health_beat=health_beat,
         )
+
+    def _refresh_vocabulary(self) -> None:
+        """Bias recognition toward what the plugins know now: the catalogue the car got from the service since
+        the last turn (new dishes, today's restaurants), contacts, places."""
+        if not self.config.asr.bias_vocabulary:
+            return
+        from agent.voice import bias_vocabulary
+
+        words = bias_vocabulary(self.config, getattr(self.assistant, "registry", None))
+        if words != self._vocabulary:
+            self._vocabulary = words
+            self.recognizer.set_vocabulary(words)
 
     # ------------------------------------------------------------------ control (daemon, control socket)
 
@@ -436,6 +446,7 @@ class VoicePipeline:
             barge_in=barge_in,
         )
         self.endpointer.reset()
+        self._refresh_vocabulary()
         listening = _Listening(record)
         self._listening = listening
         self._set_state(State.LISTENING, turn=record.index)

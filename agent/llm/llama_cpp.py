@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -155,6 +156,8 @@ class LlamaCppModel:
         self._logits = np.zeros(0)
         self._logits_for = -1  # context length the saved logits belong to (-1: none)
         self._non_latin: np.ndarray | None = None
+        # Every use of the context holds this: turns of different assistants (an eval's fresh cars) share it.
+        self._lock = threading.RLock()
         self.last_grammar_stats: dict[str, int] = {}
         self._template = self._load_template()
         self.end_tokens = sorted(
@@ -232,7 +235,13 @@ class LlamaCppModel:
         self._logits = scores.astype(np.float64)
         self._logits_for = position
 
-    def generate(
+    def generate(self, tokens: Sequence[int], **kwargs: Any) -> Iterator[GenerationStep]:
+        """Greedy steps after `tokens` (see _generate). One caller at a time: the context is not thread-safe,
+        and a caller that stopped reading may still be finishing its last token on another thread."""
+        with self._lock:
+            yield from self._generate(tokens, **kwargs)
+
+    def _generate(
         self,
         tokens: Sequence[int],
         *,
@@ -329,6 +338,10 @@ class LlamaCppModel:
         return self._logits
 
     def score(self, tokens: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
+        with self._lock:
+            return self._score(tokens, options)
+
+    def _score(self, tokens: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
         """The model's log-probability of each option (a token sequence) as the continuation of `tokens`.
 
         Options are walked as a trie: one evaluation gives every first token's probability, and a further token
@@ -372,6 +385,10 @@ class LlamaCppModel:
         return self.cache_dir / f"{self.model_id}-{ident.hexdigest()[:16]}.kv"
 
     def warm(self, prefix: ChatPrompt) -> dict[str, Any]:
+        with self._lock:
+            return self._warm(prefix)
+
+    def _warm(self, prefix: ChatPrompt) -> dict[str, Any]:
         """Make the system prefix resident in the KV cache: from memory, from the session file, or computed.
 
         The session file is keyed by model file, llama.cpp version, context size and the exact prefix tokens,

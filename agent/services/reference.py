@@ -224,7 +224,7 @@ def _validated(model: type[_Body], payload: dict[str, Any]) -> dict[str, Any]:
 def _allowed_methods(parts: list[str]) -> tuple[str, ...] | None:
     """The methods an endpoint answers (docs/openapi.yaml), or None for no such endpoint."""
     match parts:
-        case ["health"] | ["restaurants"] | ["restaurants", _, "menu"] | ["orders", _] | ["deliveries"]:
+        case ["health"] | ["catalogue"] | ["restaurants"] | ["restaurants", _, "menu"] | ["orders", _] | ["deliveries"]:
             return ("GET",)
         case ["deliveries", _]:
             return ("GET",)

@@ -9,6 +9,7 @@ tunnel is placed when the car is back online, exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ log = get_logger("meals")
 SIZES = ["small", "medium", "large", "regular"]
 # How long a catalogue is used before asking the service again (it is kept, with its age, when offline).
 CATALOGUE_REFRESH_SECONDS = 600.0
+CATALOGUE_RETRY_SECONDS = 5.0  # while the car has no fresh catalogue (first start, a tunnel)
 
 _LINE = {
     "type": "object",
@@ -88,8 +90,31 @@ class MealsPlugin(Plugin):
         self._catalogue: Catalogue | None = None
         self._catalogue_age_at: float = 0.0  # monotonic time the held catalogue was fetched (or read)
         self.catalogue_source = "none"
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Keep the catalogue fresh in the background: at once, then every few minutes (and soon after a
+        tunnel), so the menu is on the car before the driver asks and recognition knows today's dishes."""
+        self.cached_catalogue()
+        self._refresher = asyncio.create_task(self._keep_catalogue_fresh(), name="meals-catalogue")
+
+    async def _keep_catalogue_fresh(self) -> None:
+        while True:
+            try:
+                await self.catalogue()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the next round tries again; ordering still works from the kept one
+                log.warning("catalogue-refresh-failed", error=f"{type(err).__name__}: {err}")
+            fresh = self.catalogue_source == "service"
+            await asyncio.sleep(CATALOGUE_REFRESH_SECONDS / 4 if fresh else CATALOGUE_RETRY_SECONDS)
 
     async def stop(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await refresher
         await self.access.aclose()
 
     # ------------------------------------------------------------ the catalogue
