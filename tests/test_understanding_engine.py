@@ -421,7 +421,8 @@ async def test_a_pizza_asks_which_then_what_size(car, meals):
 async def test_something_not_on_any_menu_is_said_honestly_without_an_order(car, meals):
     result = await say(car, "order a sushi burrito")
 
-    assert statuses(result) == [("order_meal", "declined")]
+    # Nothing asked for is on any menu: not a meal order after all, so no call is counted as made.
+    assert result.tool_calls == [] and [c.status for c in result.rejected_calls] == ["not-applicable"]
     assert result.reply == "I couldn't find sushi burrito on any menu nearby."
     assert car.pending is None
 

@@ -65,6 +65,9 @@ class Prepared:
     question: Question | None = None
     problem: str | None = None
     data: dict[str, Any] = field(default_factory=dict)  # what the plugin worked out (a quote), for the handler
+    # False: the request is not one for this tool after all (an "order" of flowers, nothing on any menu; a
+    # climate call for the window). The car says `problem` and no call is counted as made.
+    applies: bool = True
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ CONFIRMATION_TIMEOUT_S = 60.0
 QUESTION_TIMEOUT_S = 45.0
 MAX_CALLS_PER_TURN = 3
 # Statuses of calls that never reached a plugin; TurnResult lists them apart from the calls made.
-REJECTED = frozenset({"unknown-tool", "invalid"})
+REJECTED = frozenset({"unknown-tool", "invalid", "not-applicable"})
 _DONE = object()
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
 
@@ -56,7 +56,7 @@ class ToolCallRecord:
     valid: bool = True
     # ok, failed: it ran. awaiting-confirmation: waits for the driver's yes. asking: waits for a missing value.
     # declined: its plugin said why it cannot be done, before anything ran. cancelled: the driver said no.
-    # invalid, unknown-tool: never reached a plugin.
+    # invalid, unknown-tool, not-applicable (the plugin found it was no request for this tool): not calls.
     status: str = "ok"
     error: str | None = None
     dropped_arguments: dict[str, Any] = field(default_factory=dict)
@@ -599,8 +599,10 @@ class Assistant:
         if prepared.question is not None:
             return self._ask(t, tool, record, prepared.arguments, prepared.question)
         if prepared.problem is not None:
-            # The plugin said no before anything ran (not on any menu, over the spend limit).
-            record.status, record.error = "declined", prepared.problem
+            # The plugin said no before anything ran (over the spend limit, no earlier order), or found that
+            # the request was not one for this tool at all (flowers are on no menu).
+            record.status = "declined" if prepared.applies else "not-applicable"
+            record.error = prepared.problem
             t.say(prepared.problem)
             return True
         if tool.needs_confirmation:

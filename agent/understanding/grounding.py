@@ -22,6 +22,7 @@ _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "俩": 2, "三":
 _ZH_UNITS = {"十": 10, "百": 100, "千": 1000}
 _ZH_NUM_RE = re.compile(r"[零〇一二两俩三四五六七八九十百千]+(?:点[零〇一二三四五六七八九]+)?")
 _DIGITS_RE = re.compile(r"\d+(?:\.\d+)?")
+_HALF_RE = re.compile(r"(\d+|[零一二两三四五六七八九十]+)\s*(?:度半|点半|and a half)")
 _CJK_RE = re.compile(r"[\u3400-\u9fff]")
 _WORD_RE = re.compile(r"[a-z0-9']+")
 _STOP_WORDS = {"the", "and", "for", "from", "with", "your", "my", "some", "please", "near", "nearest"}
@@ -65,10 +66,19 @@ def numbers_in(text: str) -> set[float]:
     found: set[float] = set()
     norm = normalize(text)
     found.update(float(m) for m in _DIGITS_RE.findall(norm))
-    for m in _ZH_NUM_RE.findall(text):
-        value = zh_number(m)
+    for m in _ZH_NUM_RE.finditer(text):
+        # 一点 / 一下 / 一些 are "a bit", "once", "some": not the number one.
+        if m.group() == "一" and text[m.end() : m.end() + 1] in ("点", "下", "些", "会", "起", "直"):
+            continue
+        value = zh_number(m.group())
         if value is not None:
             found.add(value)
+    # "25度半", "21 and a half", "twenty one and a half": the half counts.
+    for m in _HALF_RE.finditer(norm):
+        base = m.group(1)
+        value = float(base) if base[0].isdigit() else zh_number(base)
+        if value is not None:
+            found.add(value + 0.5)
     words = _WORD_RE.findall(norm)
     i = 0
     while i < len(words):
@@ -84,9 +94,14 @@ def numbers_in(text: str) -> set[float]:
             found.add(float(_EN_UNITS[word]))
         if i + 1 < len(words) and words[i + 1] == "hundred" and word in _EN_UNITS:
             found.add(float(_EN_UNITS[word] * 100))
-        if word == "point" and i + 1 < len(words) and words[i + 1] in _EN_UNITS and found:
-            pass  # "twenty one point five": rare in a car; the digits form covers "21.5"
         i += 1
+    # "twenty one and a half": a word number followed by "and a half"
+    for m in re.finditer(r"((?:twenty|thirty|forty|fifty)(?: (?:one|two|three|four|five|six|seven|eight|nine))?|"
+                         r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+                         r"sixteen|seventeen|eighteen|nineteen) and a half", norm):
+        parts = m.group(1).split()
+        value = sum(_EN_TENS.get(p, _EN_UNITS.get(p, 0)) for p in parts)
+        found.add(float(value) + 0.5)
     return found
 
 

@@ -42,9 +42,11 @@ def _cap(text: str) -> str:
 
 
 EXAMPLES = {
-    "list_deliveries": (_ex("what packages are coming today"), _ex("any deliveries for me"), _ex("我有几个快递")),
+    "list_deliveries": (_ex("what packages are coming today"), _ex("any deliveries for me"), _ex("我有几个快递"),
+                        _ex("最近有什么快递要到")),
     "track_package": (_ex("where are my shoes", package="shoes"), _ex("when does the charger arrive", package="charger"),
-                      _ex("充电器的快递到哪了", package="充电器")),
+                      _ex("is the parcel with the lamp out for delivery yet", package="lamp"),
+                      _ex("充电器的快递到哪了", package="充电器"), _ex("跑鞋什么时候到", package="跑鞋")),
     "reschedule_delivery": (_ex("move the book delivery to Saturday", package="book", day="Saturday"),
                             _ex("can the lamp come tomorrow morning instead", package="lamp", day="tomorrow",
                                 time_window="morning"),

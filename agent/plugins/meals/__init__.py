@@ -182,8 +182,9 @@ class MealsPlugin(Plugin):
             ),
             Tool(
                 name="order_meal",
-                description="order food or drinks for delivery: the item as the driver named it, how many, its "
-                "size, optionally the restaurant and more items of the same order",
+                description="order food or drinks for delivery (only food and drinks: not flowers, tickets or "
+                "table bookings): the item as the driver named it, how many, its size, optionally the restaurant "
+                "and more items of the same order",
                 parameters={
                     "type": "object",
                     "properties": {
@@ -264,7 +265,7 @@ class MealsPlugin(Plugin):
         extra = {k: v for k, v in arguments.items() if k == "delivery_address"}
         args = outcome.arguments(extra)
         if outcome.question or outcome.problem:
-            return Prepared(args, question=outcome.question, problem=outcome.problem)
+            return Prepared(args, question=outcome.question, problem=outcome.problem, applies=outcome.applies)
         quote = outcome.quote
         limit = self.config.services.spend_limit
         if quote.total > limit:

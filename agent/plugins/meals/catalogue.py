@@ -276,11 +276,12 @@ class Catalogue:
         kept = [s for s in kept if not any(a <= s[0] and s[1] <= b and (b - a) > (s[1] - s[0]) for a, b in names)]
         out: list[Mention] = []
         previous_end = 0
-        for start, end, item in kept:
+        for n, (start, end, item) in enumerate(kept):
             before = t[previous_end:start]
+            after = t[end : kept[n + 1][0] if n + 1 < len(kept) else len(t)]
             same_name = tuple(i for i in pool if i is not item and _stem(i.name) == _stem(item.name))
-            out.append(Mention(item, start, end, _count_before(before), self._size_before(before, t[end:]),
-                               same_name))
+            count = _corrected_count(after) or _count_before(before)
+            out.append(Mention(item, start, end, count, self._size_before(before, t[end:]), same_name))
             previous_end = end
         return out
 
@@ -297,6 +298,24 @@ def _contains_words(text: str, name: str) -> bool:
     if _CJK.search(name):
         return name in text
     return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text) is not None
+
+
+_CORRECTION = re.compile(r"^\s*(?:sorry|no|i mean|actually|wait|make that|make it|不对|不是|哦不|应该是|改成)\s+"
+                         r"(\w+)")
+
+
+def _corrected_count(after: str) -> int | None:
+    """ "two lattes, sorry, three": the count said after a correction right behind the item."""
+    m = _CORRECTION.match(after)
+    if m is None:
+        return None
+    word = m.group(1)
+    if word.isdigit():
+        return int(word)
+    if word in _EN_COUNT_WORDS and word not in ("a", "an", "single", "double", "triple"):
+        return _EN_COUNT_WORDS[word]
+    value = zh_number(re.sub(r"[杯份个碗瓶]$", "", word)) if re.match(r"[一二两三四五六七八九十]", word) else None
+    return int(value) if value else None
 
 
 def _count_before(before: str) -> int | None:

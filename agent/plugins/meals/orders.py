@@ -60,6 +60,7 @@ class Outcome:
     quote: Quote | None = None
     question: Question | None = None
     problem: str | None = None
+    applies: bool = True  # False: nothing asked for is on any menu (flowers, a table for two)
 
     def arguments(self, extra: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments in the catalogue's names (what the eval and the history see)."""
@@ -179,6 +180,7 @@ def prepare_order(catalogue: Catalogue, args: dict[str, Any], utterance: str | N
         if line.item is None:
             outcome.problem = (f"附近的菜单上没有{line.said}。" if zh
                                else f"I couldn't find {line.said} on any menu nearby.")
+            outcome.applies = any(ln.item is not None or ln.choices for ln in lines)
             return outcome
 
     chosen = restaurant or _restaurant_for(catalogue, lines)

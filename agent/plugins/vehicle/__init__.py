@@ -63,6 +63,7 @@ PLAY_EXAMPLES = (
     _ex("来点音乐"),
     _ex("听一下交通广播", query="交通广播", kind="radio"),
     _ex("开一下电台", kind="radio"),
+    _ex("听听收音机", kind="radio"),
 )
 CONTROL_EXAMPLES = (
     _ex("skip this song", action="next"),
@@ -101,6 +102,30 @@ _STRONG = ("a lot", "much", "way too", "so ", "really", "freezing", "boiling", "
 _FAN_UP = ("fan up", "more air", "more fan", "fan higher", "turn up the fan", "stronger fan", "风大", "风量大", "加大风")
 _FAN_DOWN = ("fan down", "less air", "less fan", "fan lower", "turn down the fan", "weaker fan", "风小", "风量小",
              "减小风", "风太大")
+
+
+# Parts of the car no tool controls, as drivers name them: (words, English name, Chinese name).
+_OTHER_PARTS = (
+    (("window", "车窗", "窗户", "窗"), "windows", "车窗"),
+    (("sunroof", "moonroof", "天窗"), "sunroof", "天窗"),
+    (("wiper", "雨刷", "雨刮"), "wipers", "雨刷"),
+    (("seat", "座椅", "座位"), "seats", "座椅"),
+    (("mirror", "后视镜"), "mirrors", "后视镜"),
+    (("headlight", "light", "大灯", "车灯", "灯"), "lights", "车灯"),
+    (("door", "lock", "车门", "门锁"), "doors", "车门"),
+    (("trunk", "boot", "后备箱", "尾箱"), "trunk", "后备箱"),
+    (("cruise", "巡航"), "cruise control", "定速巡航"),
+    (("charging", "charge port", "充电"), "charging", "充电"),
+)
+
+
+def other_car_part(text: str) -> tuple[str, str] | None:
+    """The car part the words are about, when it is one no tool controls ("roll the rear window down")."""
+    t = text.casefold()
+    for words, en, zh in _OTHER_PARTS:
+        if any(w in t for w in words):
+            return en, zh
+    return None
 
 
 def _said(text: str, phrases: tuple[str, ...]) -> str | None:
@@ -151,7 +176,7 @@ class VehiclePlugin(Plugin):
             Tool(
                 name="set_climate",
                 description="cabin temperature (absolute, or a change such as +2 warmer / -1 cooler), fan "
-                "speed, air conditioning on or off",
+                "speed, air conditioning on or off (not windows, seats, wipers or lights)",
                 parameters={
                     "type": "object",
                     "properties": {
@@ -204,8 +229,8 @@ class VehiclePlugin(Plugin):
             ),
             Tool(
                 name="media_control",
-                description="control what is already playing: pause, resume, next or previous track, volume up "
-                "or down",
+                description="control the music or radio already playing: pause, resume, next or previous track, "
+                "volume up or down",
                 parameters={
                     "type": "object",
                     "properties": {"action": {"type": "string", "enum": MEDIA_ACTIONS}},
@@ -276,6 +301,10 @@ class VehiclePlugin(Plugin):
         if "fan_level" not in args and said and (step := relative_fan(said)) is not None:
             args["fan_level"] = max(0, min(7, int(climate["fan_level"]) + step))
         if not ({"temperature_c", "fan_level", "ac"} & set(args)):
+            if said and (part := other_car_part(said)):
+                # Nothing to set, and the words are about the window (or the wipers): not a climate request.
+                return Prepared(args, applies=False, problem=_say(
+                    ctx, f"Sorry, I can't control the {part[0]} in this car.", f"抱歉，我控制不了{part[1]}。"))
             return Prepared(args, question=Question("temperature_c", _say(
                 ctx, "What temperature would you like?", "要调到多少度？")))
         return Prepared(args)
