@@ -442,3 +442,30 @@ async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_r
     second = pipeline.records[1]
     assert second.index == 2 and second.trigger == "wake" and second.transcript == "play some jazz"
     assert pipeline.assistant.calls == ["order a pizza", "play some jazz"]
+
+
+async def test_a_purchase_asked_over_the_control_socket_is_confirmed_like_a_spoken_one(tmp_path: Path) -> None:
+    """`cabin-agent ask` / the socket's `say` goes through the same turn engine: the price is asked, a refusal
+    orders nothing, and only a clear yes places the order."""
+    from fakes import FakeModel, OfflineMealsPlugin
+
+    config = Config(outbox={"path": tmp_path / "outbox.sqlite3"}, wake={"engine": "none"})
+    meals = OfflineMealsPlugin(config)
+    registry = ToolRegistry()
+    registry.add_plugin(meals)
+    order = {"name": "order_meal", "arguments": {"item": "pepperoni pizza", "size": "large"}}
+    assistant = Assistant(config, registry, FakeModel({"order a large pepperoni pizza": order}))
+    mic = ScriptedMic(np.zeros(RATE // 10, np.int16), tail_seconds=30)
+    pipeline = make_pipeline(tmp_path, mic, assistant=assistant)  # type: ignore[arg-type]
+    task = asyncio.create_task(pipeline.run())
+    try:
+        asked = await asyncio.wait_for(pipeline.request("order a large pepperoni pizza"), 10)
+        refused = await asyncio.wait_for(pipeline.request("please don't"), 10)
+        assert asked.awaiting_confirmation and asked.reply.endswith("Shall I order it?")
+        assert refused.reply == "Okay, I won't order it." and meals.orders == []
+        await asyncio.wait_for(pipeline.request("order a large pepperoni pizza"), 10)
+        placed = await asyncio.wait_for(pipeline.request("yes"), 10)
+        assert placed.tool_calls[0]["status"] == "ok" and len(meals.orders) == 1
+    finally:
+        await stop(task)
+        await assistant.close()

@@ -87,6 +87,8 @@ class Tool:
     # whose utterance has none is refused: small models answer "open the sunroof" with navigate_to("sunroof").
     intents: tuple[str, ...] = ()
     plugin: str = ""
+    # Words that show where in an utterance an argument is said (only to order the grammar as it was said).
+    mentions: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     # Worked examples for the model's cached prompt, English and Chinese.
     examples: tuple[ToolExample, ...] = field(default=(), hash=False)
     # The question for each required argument the driver may leave out: {"item": ("What would you like?", "您想点什么？")}.

@@ -227,4 +227,21 @@ def prune_schema(tool: Any, utterance: str) -> dict[str, Any]:
             prop = {k: v for k, v in prop.items() if k not in ("type", "minimum", "maximum")}
             prop["enum"] = list(range(int(low), int(high) + 1))
         properties[name] = prop
-    return {**tool.parameters, "properties": properties}
+    # The grammar writes properties in its schema's order, so a model that starts with what was said first
+    # ("AC on, fan at 4, 20 degrees") could never write the rest: order them as the driver said them.
+    said_at = {name: mention_position(utterance, (*tool.cues.get(name, ()), *tool.mentions.get(name, ())))
+               for name in properties}
+    order = sorted(properties, key=lambda n: (said_at[n] if said_at[n] is not None else -1))
+    return {**tool.parameters, "properties": {n: properties[n] for n in order}}
+
+
+def mention_position(utterance: str, words: Iterable[str]) -> int | None:
+    """Where in the utterance the first of `words` is said (None: none of them is)."""
+    u = normalize(utterance)
+    found = []
+    for word in words:
+        w = normalize(word)
+        m = re.search(re.escape(w) if has_cjk(w) else _cue_pattern(w), u) if w else None
+        if m:
+            found.append(m.start())
+    return min(found) if found else None

@@ -18,6 +18,9 @@ from agent.plugins.vehicle.state import match_name
 from agent.services.access import Read, ServiceAccess
 
 _PACKAGE = {"package": {"type": "string", "maxLength": 60, "description": "which package, e.g. 'the shoes'"}}
+# Words that are about a delivery at all, in both languages.
+_DELIVERY_WORDS = ("package", "parcel", "deliver", "courier", "shipment", "locker", "快递", "包裹", "快递柜", "驿站",
+                   "物流", "送货", "配送")
 # Changes need to know which package; with several on the way and none named, the car asks.
 _CHANGES = ("reschedule_delivery", "redirect_delivery", "hold_at_locker")
 
@@ -46,14 +49,16 @@ EXAMPLES = {
                         _ex("最近有什么快递要到")),
     "track_package": (_ex("where are my shoes", package="shoes"), _ex("when does the charger arrive", package="charger"),
                       _ex("is the parcel with the lamp out for delivery yet", package="lamp"),
-                      _ex("充电器的快递到哪了", package="充电器"), _ex("跑鞋什么时候到", package="跑鞋")),
+                      _ex("充电器的快递到哪了", package="充电器"), _ex("跑鞋什么时候到", package="跑鞋"),
+                      _ex("我买的台灯到哪了", package="台灯")),
     "reschedule_delivery": (_ex("move the book delivery to Saturday", package="book", day="Saturday"),
                             _ex("can the lamp come tomorrow morning instead", package="lamp", day="tomorrow",
                                 time_window="morning"),
                             _ex("快递改到明天下午送", day="明天", time_window="下午")),
     "redirect_delivery": (_ex("send the lamp to my office instead", package="lamp", destination="office"),
                           _ex("跑鞋改送到公司", package="跑鞋", destination="公司")),
-    "hold_at_locker": (_ex("just leave the charger in a locker", package="charger"), _ex("快递放快递柜吧")),
+    "hold_at_locker": (_ex("just leave the charger in a locker", package="charger"), _ex("快递放快递柜吧"),
+                       _ex("跑鞋放丰巢柜", package="跑鞋", locker="丰巢")),
 }
 
 
@@ -99,6 +104,11 @@ class DeliveriesPlugin(Plugin):
                 arguments["destination"] = place.name  # a saved place by its name; the handler sends its address
         wanted = arguments.get("package")
         found = matching_packages(packages, wanted)
+        if wanted and not found and ctx.utterance and not matching_packages(packages, ctx.utterance) \
+                and not any(w in ctx.utterance.casefold() for w in _DELIVERY_WORDS):
+            # "Park the car" read as a package called "car": nothing in the words is about a delivery.
+            return Prepared(dict(arguments), applies=False, problem=(
+                "抱歉，这个我在车上做不到。" if _zh(ctx) else "Sorry, I can't do that in this car."))
         if len(found) != 1 and ctx.utterance:
             # The model left the package out (or named it oddly), but the driver said which: "the sneakers".
             said = matching_packages(packages, ctx.utterance)

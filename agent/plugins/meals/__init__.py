@@ -62,7 +62,8 @@ SEARCH_EXAMPLES = (
     _ex("find me somewhere to grab lunch", query="lunch"),
     _ex("附近有什么火锅店", query="火锅"),
 )
-STATUS_EXAMPLES = (_ex("where's my food"), _ex("how long until the pizza gets here"), _ex("外卖到哪了"))
+STATUS_EXAMPLES = (_ex("where's my food"), _ex("how long until the pizza gets here"), _ex("外卖到哪了"),
+                   _ex("点的咖啡还要多久"))
 CANCEL_EXAMPLES = (_ex("cancel my order"), _ex("把刚才的订单取消"))
 REPEAT_EXAMPLES = (_ex("same as last time"), _ex("order what I had yesterday again"), _ex("再来一份上次点的"))
 

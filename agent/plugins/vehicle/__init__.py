@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
@@ -32,12 +33,14 @@ CLIMATE_EXAMPLES = (
     _ex("a bit cooler please", temperature_change_c=-1),
     _ex("it's boiling in here", temperature_change_c=-2),
     _ex("warm up the passenger side a little", temperature_change_c=1, zone="passenger"),
+    _ex("my side's too hot", temperature_change_c=-1, zone="driver"),
     _ex("passenger side to twenty four", temperature_c=24, zone="passenger"),
     _ex("turn off the AC", ac=False),
     _ex("fan on three", fan_level=3),
     _ex("温度调到二十二度", temperature_c=22),
     _ex("有点热", temperature_change_c=-1),
     _ex("副驾温度高一点", temperature_change_c=1, zone="passenger"),
+    _ex("我这边太冷了", temperature_change_c=2, zone="driver"),
     _ex("后排调到25度", temperature_c=25, zone="rear"),
     _ex("把空调打开", ac=True),
     _ex("风量调小一点", fan_level=1),
@@ -68,6 +71,7 @@ PLAY_EXAMPLES = (
 CONTROL_EXAMPLES = (
     _ex("skip this song", action="next"),
     _ex("ugh this one's bad, next", action="next"),
+    _ex("pause it, no wait, skip it", action="next"),
     _ex("louder", action="volume_up"),
     _ex("pause the music", action="pause"),
     _ex("声音小一点", action="volume_down"),
@@ -94,10 +98,10 @@ CLIMATE_CUES = {
 # Words that say which way the cabin should go, longest first ("colder" before "cold", "太热" before "热").
 _WARMER = ("a lot warmer", "much warmer", "warmer", "warm it up", "warm up", "heat it up", "turn up the heat",
            "heat up", "hotter", "i'm cold", "im cold", "it's cold", "its cold", "so cold", "too cold", "chilly",
-           "freezing", "暖和", "暖一点", "调高", "高一点", "升高", "冷死", "太冷", "好冷", "有点冷", "冷")
+           "freezing", "暖和", "暖一点", "调高", "高一点", "升高", "冷死", "太冷", "好冷", "有点冷", "很冷", "冻")
 _COOLER = ("a lot cooler", "much cooler", "cooler", "cool it down", "cool down", "colder", "too hot", "way too hot",
            "so hot", "it's hot", "its hot", "too warm", "stuffy", "boiling", "roasting", "调低", "低一点", "降低",
-           "凉快", "凉一点", "热死", "太热", "好热", "有点热", "热")
+           "凉快", "凉一点", "热死", "太热", "好热", "有点热", "很热", "闷")
 _STRONG = ("a lot", "much", "way too", "so ", "really", "freezing", "boiling", "roasting", "死", "太", "好冷", "好热")
 _FAN_UP = ("fan up", "more air", "more fan", "fan higher", "turn up the fan", "stronger fan", "风大", "风量大", "加大风")
 _FAN_DOWN = ("fan down", "less air", "less fan", "fan lower", "turn down the fan", "weaker fan", "风小", "风量小",
@@ -116,7 +120,11 @@ _OTHER_PARTS = (
     (("trunk", "boot", "后备箱", "尾箱"), "trunk", "后备箱"),
     (("cruise", "巡航"), "cruise control", "定速巡航"),
     (("charging", "charge port", "充电"), "charging", "充电"),
+    (("recirculat", "内循环", "外循环"), "air recirculation", "内外循环"),
 )
+# Words that do name the cabin's climate, so a request naming another part as well is still one for it.
+_CLIMATE_WORDS = ("temperature", "degree", "°", "air con", "a/c", "aircon", "air conditioning", "fan", "blower",
+                  "温度", "度", "空调", "冷气", "风量", "风")
 
 
 def other_car_part(text: str) -> tuple[str, str] | None:
@@ -192,6 +200,8 @@ class VehiclePlugin(Plugin):
                 handler=self._set_climate,
                 grounded=("temperature_c", "fan_level"),
                 cues=CLIMATE_CUES,
+                mentions={"temperature_c": ("temperature", "temp", "degree", "degrees", "warm", "cool", "温度", "度"),
+                          "temperature_change_c": (*_WARMER, *_COOLER)},
                 examples=CLIMATE_EXAMPLES,
             ),
             Tool(
@@ -280,6 +290,11 @@ class VehiclePlugin(Plugin):
 
     def _prepare_climate(self, ctx: ToolContext, args: dict[str, Any]) -> Prepared:
         said = ctx.utterance
+        part = other_car_part(said) if said else None
+        if part is not None and not _said(said, _CLIMATE_WORDS) and not re.search(r"\bac\b", said.casefold()):
+            # "座椅加热调到二档", "roll the rear window down": about another part of the car, not the cabin air.
+            return Prepared(args, applies=False, problem=_say(
+                ctx, f"Sorry, I can't control the {part[0]} in this car.", f"抱歉，我控制不了{part[1]}。"))
         climate = self.vehicle.snapshot()["climate"]
         change = args.pop("temperature_change_c", None)
         if "temperature_c" not in args and said:
@@ -301,10 +316,6 @@ class VehiclePlugin(Plugin):
         if "fan_level" not in args and said and (step := relative_fan(said)) is not None:
             args["fan_level"] = max(0, min(7, int(climate["fan_level"]) + step))
         if not ({"temperature_c", "fan_level", "ac"} & set(args)):
-            if said and (part := other_car_part(said)):
-                # Nothing to set, and the words are about the window (or the wipers): not a climate request.
-                return Prepared(args, applies=False, problem=_say(
-                    ctx, f"Sorry, I can't control the {part[0]} in this car.", f"抱歉，我控制不了{part[1]}。"))
             return Prepared(args, question=Question("temperature_c", _say(
                 ctx, "What temperature would you like?", "要调到多少度？")))
         return Prepared(args)
