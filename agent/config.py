@@ -179,7 +179,7 @@ class VehicleConfig(Section):
     min_temperature_c: float = 16.0
     max_temperature_c: float = 30.0
     places: list[Place] = [
-        Place(name="home", address="12 Linden Road", aliases=["家", "回家", "我家", "家里", "house", "my place"]),
+        Place(name="home", address="12 Linden Road", aliases=["家", "回家", "我家", "家里", "my place", "my house"]),
         Place(name="work", address="88 Century Avenue", aliases=["office", "company", "the office", "公司", "单位", "办公室"]),
         Place(name="gym", address="5 Riverside Drive", aliases=["the gym", "fitness center", "健身房"]),
     ]

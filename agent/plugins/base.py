@@ -33,6 +33,9 @@ class ToolContext:
     language: str
     utterance: str = ""
     services: dict[str, Any] = field(default_factory=dict)
+    # The calls made earlier in the drive, oldest first (objects with .name and .arguments): what "move them
+    # to Saturday" or "the passenger side too" refers to.
+    recent: list[Any] = field(default_factory=list)
 
 
 Handler = Callable[[ToolContext, dict[str, Any]], Awaitable[ToolResult]]
@@ -125,6 +128,11 @@ class Plugin:
     def fill(self, ctx: ToolContext, tool: str, arguments: dict[str, Any], question: Question,
              answer: str) -> dict[str, Any] | None:
         """Arguments completed by a short answer to `question` ("large", "the shoes"); None: not an answer."""
+        return None
+
+    def amend(self, ctx: ToolContext, tool: str, arguments: dict[str, Any], words: str) -> dict[str, Any] | None:
+        """A call waiting for its yes, changed as the words say ("make it two", "and a coke"); None: the
+        words change nothing this plugin can read."""
         return None
 
     def state(self) -> dict[str, Any]:

@@ -268,7 +268,9 @@ class Assistant:
         bind_turn(turn_id)
         timings = timings or TurnTimings()
         language = detect_language(text, self.config.language)
-        ctx = ToolContext(config=self.config, language=language, utterance=text, services=self.services)
+        recent = [c for e in self.conversation.current() for c in e.decision.calls]
+        ctx = ToolContext(config=self.config, language=language, utterance=text, services=self.services,
+                          recent=recent)
         t = _Turn(text, ctx, timings, on_text or (lambda _t: None))
         self.events.publish("turn-started", turn_id=turn_id)
         log.info("turn-started", text=text, language=language)
@@ -336,11 +338,19 @@ class Assistant:
             t.say(pending.asked)
             self._wait_again(t, pending)
             return True
-        # Unclear. A new request ("navigate home") drops the purchase; anything else gets one more ask.
+        # Unclear. Words that change the order without a yes ("and a coke", "deliver it to the office") are a
+        # change; a new request ("navigate home") drops the purchase; a hesitation or anything else gets one
+        # more ask, then the purchase is dropped.
+        if answer.reason != "hesitation":
+            amended = await self._amend(t, pending, t.text, words_only=True)
+            if amended is not None:
+                t.ctx.utterance = ""
+                await self._proceed(t, pending.tool, amended, model_arguments=amended, from_answer=True)
+                return True
         if pending.asked_again:
             t.say(line(t.language, "dropped"))
             return True
-        decision_label = await self._peek(t)
+        decision_label = "say" if answer.reason == "hesitation" else await self._peek(t)
         if decision_label not in ("say", pending.tool.name):
             t.say(line(t.language, "not_ordered" if pending.kind is PendingKind.PURCHASE else "not_cancelled"))
             return False
@@ -384,32 +394,21 @@ class Assistant:
         merged = {**pending.arguments, **{k: v for k, v in args.items() if v not in (None, "", [])}}
         return merged if merged != pending.arguments else None
 
-    async def _amend(self, t: _Turn, pending: Pending, change: str) -> dict[str, Any] | None:
-        """ "Yes, but make it two": the change applied to the pending call, decoded by the model."""
+    async def _amend(self, t: _Turn, pending: Pending, change: str, *,
+                     words_only: bool = False) -> dict[str, Any] | None:
+        """ "Yes, but make it two": the change applied to the pending call, read from the words (a size, a
+        count, another item, where to deliver) or else decoded by the model (unless `words_only`)."""
         plugin = self._plugin(pending.tool)
-        if plugin is not None and pending.tool.name == "order_meal":
-            catalogue = getattr(plugin, "_catalogue", None)
-            if catalogue is not None:
-                size = catalogue.size_word(change)
-                from agent.understanding.grounding import numbers_in
-
-                counts = [int(n) for n in numbers_in(change) if n.is_integer() and 1 <= n <= 20]
-                mentions = catalogue.mentions(change)
-                args = dict(pending.arguments)
-                if mentions and re.search(r"\b(add|also|and|plus|another)\b|加|再来|还要", change):
-                    more = list(args.get("more_items") or [])
-                    more += [{"item": m.item.name, **({"quantity": m.quantity} if m.quantity else {}),
-                              **({"size": m.size} if m.size else {})} for m in mentions]
-                    args["more_items"] = more
-                    return args
-                if mentions:
-                    args["item"] = mentions[0].item.name
-                if size:
-                    args["size"] = size
-                if counts and not mentions:
-                    args["quantity"] = counts[0]
-                if args != pending.arguments:
-                    return args
+        if plugin is not None:
+            try:
+                amended = plugin.amend(t.ctx, pending.tool.name, pending.arguments, change)
+            except Exception as err:  # a broken plugin must not break the turn
+                log.warning("amend-failed", tool=pending.tool.name, error=str(err))
+                amended = None
+            if amended is not None and amended != pending.arguments:
+                return amended
+        if words_only:
+            return None
         context = [(pending.utterance, Decision((Call(pending.tool.name, pending.arguments),)))]
         decided = await self._decide(t, context=context, only=pending.tool.name, utterance=change)
         if decided is None:
@@ -584,20 +583,23 @@ class Assistant:
         for name in missing:
             kept.pop(name, None)
         required = [r for r in tool.parameters.get("required", []) if r not in kept]
-        if required:
-            return self._ask(t, tool, record, kept, Question(required[0], self._question_text(tool, required[0],
-                                                                                              t.language)))
-        problems = self.registry.validation_errors(tool.name, kept)
+        problems = [p for p in self.registry.validation_errors(tool.name, kept)
+                    if not any(f"'{r}' is a required property" in p for r in required)]
         if problems:
             record.status, record.valid, record.error = "invalid", False, "; ".join([*broken, *problems])
             record.arguments = kept
             t.say(line(t.language, "not_caught"))
             return True
-        # The plugin puts the call in the car's own terms (its arguments are the plugin's from here on).
+        # The plugin puts the call in the car's own terms (its arguments are the plugin's from here on): a
+        # catalogue item, a saved place, the package named two turns ago. Then what is still missing is asked.
         prepared = await self._prepare(t, tool, kept)
         record.arguments = prepared.arguments
         if prepared.question is not None:
             return self._ask(t, tool, record, prepared.arguments, prepared.question)
+        required = [r for r in tool.parameters.get("required", []) if r not in prepared.arguments]
+        if required and prepared.problem is None:
+            return self._ask(t, tool, record, prepared.arguments,
+                             Question(required[0], self._question_text(tool, required[0], t.language)))
         if prepared.problem is not None:
             # The plugin said no before anything ran (over the spend limit, no earlier order), or found that
             # the request was not one for this tool at all (flowers are on no menu).

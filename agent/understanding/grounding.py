@@ -231,8 +231,20 @@ def prune_schema(tool: Any, utterance: str) -> dict[str, Any]:
     # ("AC on, fan at 4, 20 degrees") could never write the rest: order them as the driver said them.
     said_at = {name: mention_position(utterance, (*tool.cues.get(name, ()), *tool.mentions.get(name, ())))
                for name in properties}
+    first_number = _first_number_position(utterance)
+    for name, prop in properties.items():
+        # A number with no word for what it is ("driver side 20") is where the number is.
+        if said_at[name] is None and prop.get("type") in ("number", "integer") and first_number is not None:
+            said_at[name] = first_number
     order = sorted(properties, key=lambda n: (said_at[n] if said_at[n] is not None else -1))
     return {**tool.parameters, "properties": {n: properties[n] for n in order}}
+
+
+def _first_number_position(utterance: str) -> int | None:
+    u = normalize(utterance)
+    m = re.search(r"\d|[一二两三四五六七八九十]+度|\b(?:" + "|".join([*_EN_TENS, *[w for w in _EN_UNITS if len(w) > 2]])
+                  + r")\b", u)
+    return m.start() if m else None
 
 
 def mention_position(utterance: str, words: Iterable[str]) -> int | None:

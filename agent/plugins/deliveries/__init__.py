@@ -114,6 +114,12 @@ class DeliveriesPlugin(Plugin):
             said = matching_packages(packages, ctx.utterance)
             if len(said) == 1:
                 found, wanted = said, wanted or said[0]["description"]
+        if not found and not wanted:
+            # "Move them to Saturday": the package the last delivery request was about.
+            earlier = next((c.arguments["package"] for c in reversed(ctx.recent)
+                            if c.name in (*_CHANGES, "track_package") and c.arguments.get("package")), None)
+            found = matching_packages(packages, earlier) if earlier else []
+            wanted = earlier if len(found) == 1 else None
         if wanted and len(found) == 1:
             return Prepared({**arguments, "package": found[0]["description"]})
         if tool == "track_package" and not wanted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Any
 
@@ -20,6 +21,8 @@ from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.meals.catalogue import Catalogue, norm
 from agent.plugins.meals.orders import describe, prepare_order
+from agent.plugins.vehicle.state import match_name
+from agent.understanding.grounding import numbers_in
 from agent.services.access import Queued, ServiceAccess
 
 log = get_logger("meals")
@@ -317,6 +320,32 @@ class MealsPlugin(Plugin):
                                        **({"size": m.size} if m.size else {})} for m in more]
             return args
         return None
+
+    def amend(self, ctx: ToolContext, tool: str, arguments: dict[str, Any], words: str) -> dict[str, Any] | None:
+        """ "Yes but make it two", "a large one", "and a coke", "deliver it to the office"."""
+        if tool not in ("order_meal", "repeat_last_order") or self._catalogue is None:
+            return None
+        catalogue = self._catalogue
+        args = {**arguments, "more_items": [dict(x) for x in arguments.get("more_items") or []]}
+        if re.search(r"deliver|bring it|send it|送到|送去", words, re.IGNORECASE):
+            place = match_name(words, [(p.name, [p.name, *p.aliases], p) for p in self.config.vehicle.places])
+            if place is not None:
+                return {**arguments, "delivery_address": place.name}
+        mentions = catalogue.mentions(words)
+        if mentions and re.search(r"\b(add|also|and|plus|another|with)\b|加|再来|还要|再要", words, re.IGNORECASE):
+            args["more_items"] += [{"item": m.item.name, **({"quantity": m.quantity} if m.quantity else {}),
+                                    **({"size": m.size} if m.size else {})} for m in mentions]
+        elif mentions:
+            args["item"] = mentions[0].item.name  # "make it a mocha instead"
+        size = catalogue.size_word(words)
+        if size:
+            args["size"] = size
+        counts = [int(n) for n in numbers_in(words) if n.is_integer() and 1 <= n <= 20]
+        if counts and not mentions:
+            args["quantity"] = counts[0]
+        if not args["more_items"]:
+            args.pop("more_items")
+        return args if args != arguments else None
 
     async def _last_order_arguments(self) -> dict[str, Any] | None:
         entries = await asyncio.to_thread(self.access.store.list, service="meals", action="order_meal", limit=20)

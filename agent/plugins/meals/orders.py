@@ -65,7 +65,7 @@ class Outcome:
     def arguments(self, extra: dict[str, Any]) -> dict[str, Any]:
         """The call's arguments in the catalogue's names (what the eval and the history see)."""
         if not self.lines:
-            return dict(extra)
+            return {**extra, **({"restaurant": self.restaurant.name} if self.restaurant else {})}
         first, *more = self.lines
         args = {**extra, **first.as_args()}
         if self.restaurant is not None:
@@ -168,7 +168,10 @@ def prepare_order(catalogue: Catalogue, args: dict[str, Any], utterance: str | N
 
     outcome = Outcome(lines, restaurant)
     if not lines:
-        outcome.question = Question("item", "您想点什么？" if zh else "What would you like to order?")
+        where = restaurant.name_zh if zh and restaurant else restaurant.name if restaurant else None
+        outcome.question = Question("item", (f"您想从{where}点什么？" if where else "您想点什么？") if zh
+                                    else (f"What would you like from {where}?" if where
+                                          else "What would you like to order?"))
         return outcome
     for line in lines:
         if line.item is None and line.choices:

@@ -51,6 +51,7 @@ NAVIGATION_EXAMPLES = (
     _ex("find me a route to the nearest gas station", destination="nearest gas station"),
     _ex("let's go to the office", destination="office"),
     _ex("navigate to the mall, no wait, the train station", destination="train station"),
+    _ex("no, I said the airport", destination="airport"),
     _ex("导航去公司", destination="公司"),
     _ex("我要去火车站", destination="火车站"),
     _ex("回家", destination="家"),
@@ -72,10 +73,12 @@ CONTROL_EXAMPLES = (
     _ex("skip this song", action="next"),
     _ex("ugh this one's bad, next", action="next"),
     _ex("pause it, no wait, skip it", action="next"),
+    _ex("go back a song", action="previous"),
     _ex("louder", action="volume_up"),
     _ex("pause the music", action="pause"),
     _ex("声音小一点", action="volume_down"),
     _ex("换首歌", action="next"),
+    _ex("换个电台", action="next"),
     _ex("继续播放", action="resume"),
 )
 CALL_EXAMPLES = (
@@ -149,6 +152,27 @@ def relative_temperature(text: str) -> int | None:
     # The longer phrase is the one meant: "colder" is a wish to cool, "cold" a complaint to warm.
     sign = 1 if down is None or (up is not None and len(up) > len(down)) else -1
     return sign * (2 if _said(text, _STRONG) else 1)
+
+
+_SAME_AGAIN = ("too", "as well", "same", "also", "也", "一样", "同样")
+_MEDIA_KIND_WORDS = {
+    "radio": "radio", "收音机": "radio", "电台": "radio", "广播": "radio", "podcast": "podcast", "播客": "podcast",
+    "audiobook": "audiobook", "audio book": "audiobook", "有声书": "audiobook", "music": "music", "音乐": "music",
+}
+
+
+def fan_words(text: str) -> int | None:
+    """A fan level said in words: off 0, lowest 1, full 7 (the numbers are read by the model)."""
+    t = text.casefold()
+    if not any(w in t for w in ("fan", "blower", "风")):
+        return None
+    if any(w in t for w in ("max", "full", "highest", "all the way up", "最大", "最高", "开到最")):
+        return 7
+    if any(w in t for w in ("lowest", "minimum", "min ", "最小", "最低")):
+        return 1
+    if re.search(r"\boff\b", t) or any(w in t for w in ("关掉风", "风关", "关风")):
+        return 0
+    return None
 
 
 def relative_fan(text: str) -> int | None:
@@ -273,11 +297,17 @@ class VehiclePlugin(Plugin):
         args = dict(arguments)
         if tool == "set_climate":
             return self._prepare_climate(ctx, args)
-        if tool == "navigate_to":
+        if tool == "navigate_to" and args.get("destination"):
             place = self._place(args["destination"])
             if place is not None:
                 args["destination"] = place.name
-        if tool == "call_contact":
+        if tool == "play_media" and args.get("query"):
+            # "打开收音机", "put on the radio": the query names the kind of thing to play, nothing more.
+            kind = _MEDIA_KIND_WORDS.get(args["query"].strip().casefold().removeprefix("the "))
+            if kind is not None:
+                args.pop("query")
+                args["kind"] = kind
+        if tool == "call_contact" and args.get("name"):
             contact = self._contact(args["name"])
             if contact is None:
                 # Not in the address book (or misheard): ask, naming who is, rather than give up.
@@ -313,8 +343,17 @@ class VehiclePlugin(Plugin):
             target = max(low, min(high, round(current + float(change), 1)))
             args["temperature_c"] = int(target) if float(target).is_integer() else target
             args["temperature_change_c"] = change
-        if "fan_level" not in args and said and (step := relative_fan(said)) is not None:
-            args["fan_level"] = max(0, min(7, int(climate["fan_level"]) + step))
+        if "fan_level" not in args and said:
+            if (level := fan_words(said)) is not None:
+                args["fan_level"] = level
+            elif (step := relative_fan(said)) is not None:
+                args["fan_level"] = max(0, min(7, int(climate["fan_level"]) + step))
+        if "zone" in args and not ({"temperature_c", "fan_level", "ac"} & set(args)):
+            # "副驾也一样", "the passenger side too": the temperature just set, for this zone as well.
+            last = next((c.arguments for c in reversed(ctx.recent) if c.name == "set_climate"
+                         and "temperature_c" in c.arguments), None)
+            if last is not None and _said(said, _SAME_AGAIN):
+                args["temperature_c"] = last["temperature_c"]
         if not ({"temperature_c", "fan_level", "ac"} & set(args)):
             return Prepared(args, question=Question("temperature_c", _say(
                 ctx, "What temperature would you like?", "要调到多少度？")))

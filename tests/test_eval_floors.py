@@ -1,0 +1,85 @@
+"""Understanding floors in CI: a fixed, stratified sample of the held-out split (never tuned on) and of the
+development sessions, through the real model and the reference service, must stay above what was measured.
+
+The sample is every k-th case of each language, so it is the same on every run; greedy decoding makes the
+outcome repeatable on one machine. The floors sit a few points under the measured numbers (bench/results/eval/)
+so that a different CPU's arithmetic does not fail the build, while a real regression does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from conftest import require
+
+from agent.config import Config
+from agent.errors import ModelError
+from agent.evaluation import EvalCase, EvalSession, format_report, load_eval
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+DATA = Path(__file__).parent / "data" / "eval"
+SINGLES_PER_LANGUAGE = 60
+SESSIONS = 12
+FLOORS = {
+    "tool_accuracy": 0.90,
+    "args_accuracy": 0.82,
+    "no_tool_accuracy": 0.85,
+    "schema_valid_rate": 1.0,
+    "session_turns": 0.85,
+    "after_refusal": 0.85,
+}
+
+
+def every_kth(items: list, n: int) -> list:
+    return [items[i * len(items) // n] for i in range(min(n, len(items)))]
+
+
+def sample() -> tuple[list[EvalCase], list[EvalSession]]:
+    cases: list[EvalCase] = []
+    for lang in ("en", "zh"):
+        found, _ = load_eval(DATA / f"holdout_{lang}.jsonl")
+        cases += every_kth(found, SINGLES_PER_LANGUAGE)
+    sessions: list[EvalSession] = []
+    for name in ("holdout_sessions", "dev_en_sessions", "dev_zh_sessions"):
+        _, found = load_eval(DATA / f"{name}.jsonl")
+        sessions += every_kth(found, SESSIONS // 3)
+    return cases, sessions
+
+
+def test_the_held_out_sample_stays_above_its_floors(tmp_path: Path) -> None:
+    from agent.eval_run import eval_world, evaluate
+    from agent.runtime import build_assistant
+
+    # Two threads: nothing else runs during this test, and it halves its share of CI's time.
+    config = Config(llm={"n_threads": 2})
+    cases, sessions = sample()
+
+    async def run():
+        try:
+            first = await asyncio.wait_for(build_assistant(config), 900)
+        except ModelError as err:
+            require(False, f"dev LLM not fetched ({err})")
+        try:
+            async with eval_world(config, first.model) as world:
+                return await evaluate(world, cases, sessions)
+        finally:
+            await first.close()
+
+    report = asyncio.run(run())
+    print("\n" + format_report(report))
+    summary, turns = report.summary, report.summary["sessions"]
+    measured = {
+        "tool_accuracy": summary["tool_accuracy"],
+        "args_accuracy": summary["args_accuracy"],
+        "no_tool_accuracy": summary["no_tool_accuracy"],
+        "schema_valid_rate": summary["schema_valid_rate"],
+        "session_turns": turns["turn_accuracy"],
+        "after_refusal": turns["after_refusal"]["accuracy"],
+    }
+    low = {k: round(v, 3) for k, v in measured.items() if v is None or v < FLOORS[k]}
+    assert not low, f"below the floor: {low} (floors {FLOORS})"
+    for lang, group in summary["by_language"].items():
+        assert group["tool_accuracy"] >= FLOORS["tool_accuracy"] - 0.05, (lang, group)
