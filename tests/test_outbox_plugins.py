@@ -277,3 +277,29 @@ async def test_one_shot_say_without_the_daemon_opens_its_own_store_and_delivers(
     assert store.latest(service="meals", action="order_meal").state == DELIVERED
     store.close()
     assert len(service.orders()) == 1
+
+
+async def test_move_them_to_saturday_is_about_the_package_named_before(service, tmp_path):
+    """The package a follow-up means comes from the drive when the driver does not name it again."""
+    from fakes import FakeModel
+
+    from agent.plugins.loader import ToolRegistry
+    from agent.understanding.engine import Assistant
+
+    script = {
+        "where are my shoes": {"name": "track_package", "arguments": {"package": "shoes"}},
+        "move them to Saturday": {"name": "reschedule_delivery", "arguments": {"day": "Saturday"}},
+    }
+    async with daemon(service, tmp_path) as (config, _, _, _, deliveries):
+        registry = ToolRegistry()
+        registry.add_plugin(deliveries)
+        assistant = Assistant(config, registry, FakeModel(script))
+        try:
+            tracked = await asyncio.wait_for(assistant.turn("where are my shoes"), T)
+            moved = await asyncio.wait_for(assistant.turn("move them to Saturday"), T)
+        finally:
+            await assistant.close()
+    assert tracked.tool_calls[0].arguments == {"package": "running shoes"}
+    assert moved.tool_calls[0].arguments == {"day": "Saturday", "package": "running shoes"}
+    assert moved.tool_calls[0].status == "ok", moved.reply
+    assert any(e["kind"] == "reschedule" and e["subject"] == "P1" for e in service.effects()), service.effects()

@@ -55,6 +55,10 @@ SCRIPT = {
     "order a sushi burrito": call("order_meal", item="sushi burrito"),
     "same as last time": call("repeat_last_order"),
     "navigate home instead": call("navigate_to", destination="home"),
+    "hmm, wait": call("media_control", action="pause"),  # a small model hears "wait" as pause
+    "fan off": call("set_climate", fan_level=0),
+    "passenger side too": call("set_climate", zone="passenger"),
+    "打开收音机": call("play_media", query="收音机"),
     "cancel that": call("cancel_order"),
     "tell me something nice, I've set it up": "Sure, I've set the temperature for you.",
     "yes": "Yes to what?",
@@ -187,6 +191,25 @@ async def test_an_optional_value_is_optional_play_music_plays_music(car, vehicle
     assert result.tool_calls[0].dropped_arguments == {"query": "the song"}
 
 
+async def test_fan_off_in_words_is_level_zero(car, vehicle):
+    result = await say(car, "fan off")
+
+    assert result.tool_calls[0].arguments == {"fan_level": 0} and vehicle.climate["fan_level"] == 0
+
+
+async def test_the_same_for_another_zone_takes_the_temperature_just_set(car, vehicle):
+    await say(car, "set the temperature to 21 degrees")
+    result = await say(car, "passenger side too")
+
+    assert result.tool_calls[0].arguments == {"zone": "passenger", "temperature_c": 21}
+
+
+async def test_a_query_that_only_names_the_radio_plays_the_radio(car, vehicle):
+    result = await say(car, "打开收音机")
+
+    assert result.tool_calls[0].arguments == {"kind": "radio"} and vehicle.media["kind"] == "radio"
+
+
 async def test_a_relative_change_is_resolved_from_the_cabin_as_it_is(car, vehicle):
     await say(car, "set the temperature to 21 degrees")
     result = await say(car, "make it two degrees warmer")
@@ -315,6 +338,30 @@ async def test_a_hesitation_never_confirms_and_is_asked_once_more(car, meals, an
 
     assert meals.orders == [] and result.reply == line(result.language, "confirm_again")
     assert result.tool_calls == [] and result.awaiting_confirmation and car.pending is not None
+
+
+async def test_a_hesitation_is_never_taken_for_a_new_request(car, meals, vehicle):
+    await say(car, "order a large pepperoni pizza")
+    result = await say(car, "hmm, wait")
+
+    assert vehicle.commands == [] and meals.orders == [] and car.pending is not None
+    assert result.reply == line("en", "confirm_again")
+
+
+async def test_and_a_coke_adds_to_the_waiting_order_and_asks_again(car, meals):
+    await say(car, "order a large pepperoni pizza")
+    result = await say(car, "and a coke")
+
+    assert result.awaiting_confirmation and meals.orders == []
+    assert result.reply.startswith("A large pepperoni pizza and a cola from Luigi's Pizzeria, 97 yuan.")
+
+
+async def test_deliver_it_to_the_office_changes_where_the_order_goes(car, meals):
+    await say(car, "order a large pepperoni pizza")
+    await say(car, "deliver it to the office")
+    await say(car, "yes")
+
+    assert meals.orders[0].arguments["delivery_address"] == "work"
 
 
 async def test_a_question_about_the_order_keeps_it_waiting_and_a_later_yes_places_it(car, meals):

@@ -390,8 +390,9 @@ class Assistant:
                                                                                       pending.arguments),)))])
         if decision is None or decision[0] != pending.tool.name:
             return None
-        args = decision[1]
-        merged = {**pending.arguments, **{k: v for k, v in args.items() if v not in (None, "", [])}}
+        # Only what the answer itself said: "um, I don't know" must not become a destination.
+        said, _ = ground_arguments(pending.tool, decision[1], t.text, self._alias_groups())
+        merged = {**pending.arguments, **{k: v for k, v in said.items() if v not in (None, "", [])}}
         return merged if merged != pending.arguments else None
 
     async def _amend(self, t: _Turn, pending: Pending, change: str, *,
@@ -413,7 +414,8 @@ class Assistant:
         decided = await self._decide(t, context=context, only=pending.tool.name, utterance=change)
         if decided is None:
             return None
-        merged = {**pending.arguments, **decided[1]}
+        said, _ = ground_arguments(pending.tool, decided[1], change, self._alias_groups())
+        merged = {**pending.arguments, **said}
         return merged if merged != pending.arguments else None
 
     async def _peek(self, t: _Turn) -> str:
