@@ -102,7 +102,8 @@ async def main():
     config = Config.model_validate(SPEC["config"])
     if SPEC["real_model"]:
         from agent.runtime import build_assistant
-        assistant = await asyncio.wait_for(build_assistant(config), timeout=120)
+        # A changed prompt is prefilled once (minutes on one CI core), then restored from the cache in ms.
+        assistant = await asyncio.wait_for(build_assistant(config), timeout=600)
     else:
         from test_pipeline_loop import FakeAssistant
         assistant = FakeAssistant(config, reply=SPEC["reply"], token_delay_s=SPEC["token_delay_s"],
@@ -178,7 +179,7 @@ def run_daemon(
         env=card.env(),
         capture_output=True,
         text=True,
-        timeout=timeout + 150,
+        timeout=timeout + (750 if real_model else 150),
         cwd=str(ROOT),
     )
     assert proc.returncode == 0, (

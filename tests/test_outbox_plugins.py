@@ -65,6 +65,8 @@ async def daemon(service, tmp_path, clock=None, **overrides):
         await asyncio.wait_for(
             monitor.wait_online("meals", T) if service.is_up else asyncio.sleep(0.2), T + 1
         )
+        if service.is_up:
+            await meals.catalogue()  # what the daemon's start() does before the first turn
         yield config, store, monitor, meals, deliveries
     finally:
         for task in tasks:

@@ -149,8 +149,11 @@ class Dispatching:
 ])
 async def test_cancelled_turn_still_announces_order(service, tmp_path, restaurant_open, outcome, notice):
     """Barge-in while the order is in flight: it is placed (or refused with a 409) and told exactly once."""
-    service.set_restaurant_open("luigis", restaurant_open)
     async with daemon(service, tmp_path) as (config, store, _, meals, _):
+        # Closed after the car read the catalogue: only the service's 409 can tell (a restaurant the catalogue
+        # already shows closed is refused before anything is queued).
+        assert await meals.catalogue() is not None
+        service.set_restaurant_open("luigis", restaurant_open)
         service.slow(800)  # the request is in flight long enough to be interrupted
         ctx = ToolContext(config=config, language="en")
         spec = {t.name: t for t in meals.tools()}["order_meal"]

@@ -23,6 +23,7 @@ from agent.logging import get_logger
 log = get_logger("llm")
 
 GGUF_MAGIC = b"GGUF"
+PROMPT_CACHES_KEPT = 3  # per model
 # Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
 # answer with "{{...}}". Rendering the example the way the original template does keeps its output parseable.
 _TEMPLATE_FIXES = [
@@ -425,8 +426,10 @@ class LlamaCppModel:
             log.warning("prompt-cache-save-failed", file=str(path))
             return
         os.replace(tmp, path)
-        # Keep only this model's newest cache: an old prompt's cache is never valid again.
-        for old in path.parent.glob(f"{self.model_id}-*.kv"):
+        # Keep this model's few newest caches: a car's prompt changes only with its tool set, but a bench or a
+        # test run switches between a few (each is ~50-130 MB and minutes of prefill to rebuild).
+        caches = sorted(path.parent.glob(f"{self.model_id}-*.kv"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in caches[PROMPT_CACHES_KEPT:]:
             if old != path:
                 old.unlink(missing_ok=True)
 

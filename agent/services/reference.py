@@ -485,6 +485,7 @@ class ReferenceService:
                 self._authorize(headers)
             allowed = _allowed_methods(path.strip("/").split("/"))
             if allowed is None:
+                self._inject_faults(path)  # a service in trouble is in trouble on every path
                 raise HttpError(404, "not-found", f"no such endpoint: {method} {path}"[:200])
             if method not in allowed:
                 raise HttpError(
