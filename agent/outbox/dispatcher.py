@@ -371,14 +371,7 @@ class Dispatcher:
             )
             ann = transition.announcement
             if ann is not None:
-                self.events.publish(
-                    "announcement",
-                    id=ann.id,
-                    text=ann.text,
-                    language=ann.language,
-                    priority=ann.priority,
-                    entry_id=entry.id,
-                )
+                ann.publish(self.events)
         return transition
 
 

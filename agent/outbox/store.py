@@ -177,6 +177,13 @@ class Announcement:
     delivered: bool
     delivered_at: float | None = None
 
+    def publish(self, events: Any) -> None:
+        """Hand this announcement to the car's event bus (the announcer speaks it when the cabin is quiet)."""
+        events.publish(
+            "announcement", id=self.id, text=self.text, language=self.language, priority=self.priority,
+            entry_id=self.entry_id,
+        )  # fmt: skip
+
 
 @dataclass
 class Transition:

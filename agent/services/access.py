@@ -244,14 +244,7 @@ class ServiceAccess:
             log.info("outbox-released-to-announce", entry=entry.id, how=settled.how)
             ann = settled.announcement
             if ann is not None and self.events is not None:
-                self.events.publish(
-                    "announcement",
-                    id=ann.id,
-                    text=ann.text,
-                    language=ann.language,
-                    priority=ann.priority,
-                    entry_id=entry.id,
-                )
+                ann.publish(self.events)
         except Exception as err:  # logged: the entry itself is safe in the store and a restart announces it
             log.error("outbox-release-failed", key=key[:8], error=f"{type(err).__name__}: {err}")
 
