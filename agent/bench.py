@@ -33,10 +33,9 @@ import wave
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
 from agent.events import TurnTimings, now_ms
 from agent.logging import get_logger
@@ -1646,8 +1645,8 @@ def _say(message: str) -> None:
 
 async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
     from agent.demo import demo_cache_dir
+    from agent.models.engines import resolved_config
     from agent.services.reference import ReferenceService
-    from agent.voice import resolved_config
 
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
@@ -1746,7 +1745,7 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
 
                 stages = None
                 if pipeline is None:
-                    stages = await build_stages(config, assistant.registry)
+                    stages = await build_stages(concrete, assistant.registry)
                 tts = pipeline.tts if pipeline is not None else stages.tts
                 recognizer = pipeline.recognizer if pipeline is not None else stages.recognizer
                 ov: dict[str, Any] = {}
@@ -1827,67 +1826,6 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path
     )
     md_path.write_text(render_markdown(report), encoding="utf-8")
     return json_path, md_path
-
-
-def register(app: typer.Typer) -> None:
-    from agent.cli import get_config, state
-
-    @app.command()
-    def bench(
-        turns: Annotated[
-            int, typer.Option("--turns", min=1, help="Spoken turns through the voice loop.")
-        ] = 32,
-        quick: Annotated[
-            bool,
-            typer.Option(
-                "--quick", help="Smoke settings: 4 turns, 10 s idle, 4 eval cases, 1 rep (not comparable)."
-            ),
-        ] = False,
-        out: Annotated[Path, typer.Option("--out", help="Where <date>.json/.md/.png go.")] = Path(
-            "bench/results"
-        ),
-        eval_limit: Annotated[
-            int, typer.Option("--eval-limit", help="Eval cases spread over the set (0 = all, ~10 min).")
-        ] = 40,
-        eval_set: Annotated[Path, typer.Option("--eval-set", help="JSONL eval set.")] = DEFAULT_EVAL_SET,
-        idle_seconds: Annotated[
-            float, typer.Option("--idle-seconds", min=5.0, help="Idle listening window.")
-        ] = 60.0,
-        trigger: Annotated[
-            str, typer.Option("--trigger", help="wake, ptt or mixed (alternating).")
-        ] = "mixed",
-        skip: Annotated[
-            str, typer.Option("--skip", help=f"Comma-separated phases to skip: {', '.join(PHASES)}.")
-        ] = "",
-    ) -> None:
-        """Measure latency, our overhead over the bare engines, first-token time, idle cost, understanding."""
-        from agent.logging import setup_logging
-
-        config = get_config()
-        if state.log_level is None:
-            setup_logging("warning", config.logging.format)  # the per-turn log lines would drown the progress
-        skipped = frozenset(p.strip() for p in skip.split(",") if p.strip())
-        unknown = skipped - set(PHASES)
-        if unknown or trigger not in ("wake", "ptt", "mixed"):
-            raise typer.BadParameter(f"--skip takes {', '.join(PHASES)}; --trigger wake, ptt or mixed")
-        opts = BenchOptions(
-            turns=turns,
-            out=out,
-            eval_limit=eval_limit,
-            eval_set=eval_set,
-            idle_seconds=idle_seconds,
-            trigger=trigger,
-            skip=skipped,
-            quick=quick,
-            command="cabin-agent " + " ".join(sys.argv[1:]),
-        )
-        if quick:
-            opts.turns, opts.idle_seconds, opts.eval_limit, opts.reps = min(turns, 4), 10.0, 4, 1
-        report = asyncio.run(run_bench(config, opts))
-        stem = dt.date.today().isoformat() + ("-quick" if quick else "")
-        json_path, md_path = write_report(report, out, stem)
-        print(render_markdown(report))
-        print(f"\nwrote {json_path}, {md_path}" + "".join(f", {out / p}" for p in report["plots"].values()))
 
 
 # ======================================================================== child processes

@@ -25,10 +25,9 @@ import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
 from agent.audio.chunk import AudioChunk
 from agent.events import now_ms
@@ -740,35 +739,3 @@ async def spoken_drive(
             + f"; wake engine real-time factor {summary['wake_real_time_factor']}"
         )
     return {"records": printed, "summary": summary}
-
-
-def register(app: typer.Typer) -> None:
-    from agent.cli import get_config
-
-    @app.command()
-    def demo(
-        out: Annotated[
-            Path, typer.Option("--out", help="Where the car's spoken replies are written.")
-        ] = Path("demo-out"),
-        as_json: Annotated[
-            bool, typer.Option("--json", help="One JSON object per turn, then a summary.")
-        ] = False,
-        speed: Annotated[
-            float,
-            typer.Option(
-                "--speed",
-                min=0.25,
-                max=8.0,
-                help="Feed the cabin audio this many times faster than real time.",
-            ),
-        ] = 1.0,
-    ) -> None:
-        """A simulated spoken drive through the real voice loop on the embedded defaults (no microphone needed)."""
-        config = get_config()
-        from agent.cli import state
-        from agent.logging import setup_logging
-
-        if state.log_level is None:
-            # The drive prints every turn itself; info logs would bury it (pass --log-level info to see them).
-            setup_logging("warning", config.logging.format, config.logging.log_transcripts)
-        asyncio.run(spoken_drive(config, out, speed=speed, as_json=as_json))

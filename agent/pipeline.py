@@ -25,10 +25,12 @@ from agent.audio.sinks import AudioSink
 from agent.audio.vad import Endpointer, EndReason
 from agent.config import Config
 from agent.events import EventBus, TurnTimings, now_ms
-from agent.understanding.replies import line
 from agent.logging import get_logger
+from agent.models.engines import resolved_config
 from agent.tts.base import Synthesizer
 from agent.tts.sentences import speak_stream
+from agent.understanding.replies import line
+from agent.voice import bias_vocabulary, build_stages
 from agent.wake.base import Detection
 from agent.wake.detector import WakeDetector
 
@@ -209,10 +211,11 @@ class VoicePipeline:
         announcements: AsyncIterable[Any] | None = None,
         health_beat: Callable[[], None] | None = None,
     ) -> VoicePipeline:
-        """Load the stages the config names (models from the store) around an assistant, a source and a sink."""
-        from agent.voice import build_stages
+        """Load the stages the config names (models from the store) around an assistant, a source and a sink.
 
-        stages = await build_stages(config, getattr(assistant, "registry", None))
+        The loop is wired here: "auto" engines are resolved once and the stages get concrete names.
+        """
+        stages = await build_stages(resolved_config(config), getattr(assistant, "registry", None))
         return cls(
             stages.config,
             assistant,
@@ -232,8 +235,6 @@ class VoicePipeline:
         the last turn (new dishes, today's restaurants), contacts, places."""
         if not self.config.asr.bias_vocabulary:
             return
-        from agent.voice import bias_vocabulary
-
         words = bias_vocabulary(self.config, getattr(self.assistant, "registry", None))
         if words != self._vocabulary:
             self._vocabulary = words
