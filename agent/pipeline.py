@@ -688,9 +688,3 @@ class VoicePipeline:
             if getattr(self.source, "connected", True) is False and self.health_beat is not None:
                 self.health_beat()
 
-
-async def announcements_from(events: EventBus) -> AsyncIterator[dict[str, Any]]:
-    """The outbox's `announcement` events as pipeline announcements: `VoicePipeline(announcements=...)`."""
-    async for event in events.subscribe():
-        if event.type == "announcement":
-            yield dict(event.data)

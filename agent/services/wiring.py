@@ -53,8 +53,6 @@ class ServiceWiring:
 
     def announcements(self) -> AsyncIterator[dict[str, Any]]:
         """The outbox's announcements as they happen, for `VoicePipeline(announcements=...)`."""
-        from agent.pipeline import announcements_from
-
         return announcements_from(self.events)
 
     async def replay_owed(self, pipeline: Any) -> int:
@@ -103,3 +101,10 @@ async def open_services(
         except Exception as err:
             log.error("plugin-start-failed", plugin=plugin.name, error=str(err))
     return ServiceWiring(config, events, store, monitor, registry, services, aside)
+
+
+async def announcements_from(events: EventBus) -> AsyncIterator[dict[str, Any]]:
+    """The outbox's `announcement` events as pipeline announcements: `VoicePipeline(announcements=...)`."""
+    async for event in events.subscribe():
+        if event.type == "announcement":
+            yield dict(event.data)
