@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import Config
+from agent.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "agent"
@@ -158,7 +158,7 @@ def test_every_command_group_is_registered_without_swallowing_import_errors() ->
 
 def test_stage_factories_refuse_auto_engines() -> None:
     # "auto" is resolved once, at wiring; a factory that resolved it again was one half of the first cycle.
-    from agent.errors import ModelError
+    from agent.core.errors import ModelError
     from agent.models.engines import resolved_config
     from agent.wake.factory import create_engine
 
@@ -174,7 +174,7 @@ def test_stage_factories_refuse_auto_engines() -> None:
 
 async def test_recognizer_factory_refuses_auto_engines() -> None:
     from agent.asr.factory import load_recognizer
-    from agent.errors import ModelError
+    from agent.core.errors import ModelError
 
     with pytest.raises(ModelError) as err:
         await load_recognizer(Config())

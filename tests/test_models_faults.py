@@ -30,7 +30,7 @@ from test_models_store import (
 from typer.testing import CliRunner
 
 from agent.cli.models import register
-from agent.errors import ModelError
+from agent.core.errors import ModelError
 from agent.models.fetch import PART_SUFFIX
 
 UNPINNED = "test: an official download nobody publishes a checksum for"

@@ -15,8 +15,8 @@ import pytest
 from conftest import require, store_model
 
 from agent.audio.chunk import AudioChunk
-from agent.config import Config, validate
-from agent.errors import WakeError
+from agent.core.config import Config, validate
+from agent.core.errors import WakeError
 from agent.models.engines import resolved_config
 from agent.wake.base import Detection, WakeEngine
 from agent.wake.factory import create_engine

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.asr.base import ASR_MODEL_MISSING, AsrError, Recognizer
-from agent.config import Config
-from agent.errors import ModelError
+from agent.core.config import Config
+from agent.core.errors import ModelError
 from agent.models import model_path
 from agent.models.engines import unresolved
 

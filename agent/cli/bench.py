@@ -10,9 +10,16 @@ from typing import Annotated
 
 import typer
 
-from agent.bench import DEFAULT_EVAL_SET, PHASES, BenchOptions, render_markdown, run_bench, write_report
 from agent.cli.context import cli_context
-from agent.logging import setup_logging
+from agent.core.logging import setup_logging
+from agent.devtools.bench import (
+    DEFAULT_EVAL_SET,
+    PHASES,
+    BenchOptions,
+    render_markdown,
+    run_bench,
+    write_report,
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from agent.config import Config, load_config
-from agent.logging import setup_logging
+from agent.core.config import Config, load_config
+from agent.core.logging import setup_logging
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.app.control import client_socket_path, request_sync
 from agent.cli.context import command_config
-from agent.control import client_socket_path, request_sync
 
 SocketOption = Annotated[
     Path | None,

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
+from agent.app.daemon import INPUT_HELP, OUTPUT_HELP, Daemon, open_input, open_output
 from agent.cli.context import command_config
-from agent.daemon import INPUT_HELP, OUTPUT_HELP, Daemon, open_input, open_output
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 
 log = get_logger("daemon")
 

@@ -1,4 +1,4 @@
-"""`cabin-agent demo`: a simulated spoken drive through the real voice loop (agent.demo)."""
+"""`cabin-agent demo`: a simulated spoken drive through the real voice loop (agent.devtools.demo)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from agent.cli.context import cli_context
-from agent.demo import spoken_drive
-from agent.logging import setup_logging
+from agent.core.logging import setup_logging
+from agent.devtools.demo import spoken_drive
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ import typer
 
 from agent.cli import bench, control, daemon, demo, models, outbox, speech, turns
 from agent.cli.context import CliContext
-from agent.errors import CabinError
+from agent.core.errors import CabinError
 
 app = typer.Typer(
     name="cabin-agent",

@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from agent.cli.context import cli_context, command_config
-from agent.config import DEFAULT_CONFIG_PATH, Config, model_store_dir
-from agent.errors import CabinError, ConfigError, ModelError
+from agent.core.config import DEFAULT_CONFIG_PATH, Config, model_store_dir
+from agent.core.errors import CabinError, ConfigError, ModelError
 from agent.models.engines import effective_engine
 from agent.models.fetch import human_size, open_store
 from agent.models.manifest import resolve

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.app.control import ControlError, DaemonNotRunning, client_socket_path, request_sync
 from agent.cli.context import command_config
-from agent.config import outbox_path
-from agent.control import ControlError, DaemonNotRunning, client_socket_path, request_sync
+from agent.core.config import outbox_path
 from agent.outbox.admin import OutboxAdmin
 from agent.outbox.store import OutboxStore
 

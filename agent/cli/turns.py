@@ -15,11 +15,11 @@ from agent.asr.base import usable
 from agent.audio.chunk import AudioChunk
 from agent.audio.sources import block_samples, read_wav, split_blocks
 from agent.cli.context import command_config
-from agent.config import Config
-from agent.logging import get_logger
+from agent.core.config import Config
+from agent.core.logging import get_logger
+from agent.loop.stages import bias_vocabulary, load_recognizer
 from agent.models.engines import resolved_config
 from agent.understanding.engine import Assistant, TurnResult
-from agent.voice import bias_vocabulary, load_recognizer
 
 log = get_logger("pipeline")
 
@@ -67,7 +67,7 @@ async def speak_to_wav(config: Any, text: str, language: str, path: Path) -> flo
 
 
 async def _assistant(config: Any) -> Assistant:
-    from agent.runtime import build_assistant
+    from agent.app.wiring import build_assistant
 
     return await build_assistant(config)
 
@@ -180,8 +180,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score many turns and sessions: tool and argument accuracy per family and language, no-tool accuracy,
         session turns (also right after a refusal), latency."""
-        from agent.eval_run import eval_world, evaluate
-        from agent.evaluation import format_report, load_eval
+        from agent.devtools.eval_run import eval_world, evaluate
+        from agent.devtools.evaluation import format_report, load_eval
 
         config = command_config(ctx)
         cases, sessions = [], []

@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib.util
 from typing import Literal
 
-from agent.config import Config
-from agent.errors import CabinError, ModelError
-from agent.logging import get_logger
+from agent.core.config import Config
+from agent.core.errors import CabinError, ModelError
+from agent.core.logging import get_logger
 
 log = get_logger("pipeline")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.errors import ModelError
+from agent.core.config import Config
+from agent.core.errors import ModelError
 from agent.models import model_file
 from agent.tts.base import TTS_VOICE_MISSING, Synthesizer, TtsError
 

@@ -18,7 +18,7 @@ DetectionSource = Literal["engine", "push-to-talk", "follow-up"]
 class Detection:
     phrase: str
     engine: str
-    timestamp_ms: float  # monotonic ms (agent.events.now_ms) of the chunk that completed the phrase
+    timestamp_ms: float  # monotonic ms (agent.core.events.now_ms) of the chunk that completed the phrase
     score: float | None = None
     source: DetectionSource = "engine"
     during_playback: bool = False  # barge-in: the car was speaking

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.config import Config
-from agent.errors import CabinError, WakeError
-from agent.logging import get_logger
+from agent.core.config import Config
+from agent.core.errors import CabinError, WakeError
+from agent.core.logging import get_logger
 from agent.models import open_store, resolve
 from agent.models.engines import unresolved
 from agent.wake.base import WakeEngine

@@ -1,5 +1,5 @@
 """The simulated drive: scripted spoken requests (Piper and espeak-ng voices in road noise) fed as the microphone
-through the real voice loop (agent.pipeline); the car's spoken replies are written to one WAV file per turn.
+through the real voice loop (agent.loop.pipeline); the car's spoken replies are written to one WAV file per turn.
 
 A driver waits for the car to answer before speaking again, so the cabin "microphone" plays road noise while the
 car is busy and starts the next request only when the car is idle (the confirmation "yes" only once the car has
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 
 log = get_logger("pipeline")
 
@@ -86,7 +86,7 @@ TUNNEL_BANNERS = {
 
 
 def demo_cache_dir() -> Path:
-    from agent.config import cache_dir
+    from agent.core.config import cache_dir
 
     return cache_dir() / "demo"
 
@@ -405,10 +405,10 @@ async def spoken_drive(
     """Run the drive; `assistant` replaces the whole assistant, `model` only the local model (tests).
     Returns the turn records and a summary (with the outbox's entries, the service's count per key and the
     announcements)."""
+    from agent.app.wiring import build_assistant
     from agent.audio.sinks import WavSink
-    from agent.events import EventBus
-    from agent.pipeline import State, VoicePipeline
-    from agent.runtime import build_assistant
+    from agent.core.events import EventBus
+    from agent.loop.pipeline import State, VoicePipeline
     from agent.services.reference import ReferenceService
     from agent.services.wiring import open_services
     from agent.understanding.engine import Assistant

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent import sdnotify
-from agent.config import Config
-from agent.errors import EX_USAGE, CabinError, ConfigError, ModelError
-from agent.events import EventBus
-from agent.health import Health, Watchdog
-from agent.logging import get_logger
+from agent.app import sdnotify
+from agent.app.health import Health, Watchdog
+from agent.core.config import Config
+from agent.core.errors import EX_USAGE, CabinError, ConfigError, ModelError
+from agent.core.events import EventBus
+from agent.core.logging import get_logger
 
 log = get_logger("daemon")
 
@@ -221,10 +221,10 @@ class Daemon:
 
     async def start(self, resources: contextlib.AsyncExitStack) -> bool:
         """Everything up to READY=1. False when SIGTERM came first (no READY, straight to shutdown)."""
-        from agent.control import ControlServer
+        from agent.app.control import ControlServer
+        from agent.app.wiring import build_assistant
+        from agent.loop.pipeline import VoicePipeline
         from agent.outbox.admin import OutboxAdmin
-        from agent.pipeline import VoicePipeline
-        from agent.runtime import build_assistant
         from agent.services.wiring import open_services
 
         config = self.config

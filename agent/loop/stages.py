@@ -12,8 +12,8 @@ from typing import Any
 from agent.asr.base import Recognizer
 from agent.asr.factory import load_recognizer as load_engine_recognizer
 from agent.audio.vad import Endpointer
-from agent.config import Config
-from agent.logging import get_logger
+from agent.core.config import Config
+from agent.core.logging import get_logger
 from agent.models import model_path
 from agent.tts.base import Synthesizer
 from agent.tts.factory import load_synthesizer

@@ -23,14 +23,14 @@ from agent.asr.base import Recognizer, usable
 from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import AudioSink
 from agent.audio.vad import Endpointer, EndReason
-from agent.config import Config
-from agent.events import EventBus, TurnTimings, now_ms
-from agent.logging import get_logger
+from agent.core.config import Config
+from agent.core.events import EventBus, TurnTimings, now_ms
+from agent.core.logging import get_logger
+from agent.loop.stages import bias_vocabulary, build_stages
 from agent.models.engines import resolved_config
 from agent.tts.base import Synthesizer
 from agent.tts.sentences import speak_stream
 from agent.understanding.replies import line
-from agent.voice import bias_vocabulary, build_stages
 from agent.wake.base import Detection
 from agent.wake.detector import WakeDetector
 
@@ -63,7 +63,7 @@ class State(StrEnum):
 
 @dataclass
 class TurnRecord:
-    """One request from trigger to silence. `marks` are monotonic ms (agent.events.now_ms)."""
+    """One request from trigger to silence. `marks` are monotonic ms (agent.core.events.now_ms)."""
 
     index: int
     trigger: str  # wake, push-to-talk, follow-up, text (the control socket's say)
