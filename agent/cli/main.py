@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from agent.cli import bench, control, daemon, demo, models, outbox, speech, turns
@@ -55,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except click.ClickException as exc:  # usage errors come through here with standalone_mode=False
-        exc.show()
-        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors come through here with standalone_mode=False. They are click's ClickException, which
+        # recent typer vendors (typer._click): recognised by what they do, not by where click lives.
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        raise
