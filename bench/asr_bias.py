@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.config import Config, VehicleConfig
+from agent.core.config import Config, VehicleConfig
 from agent.plugins.meals.catalogue import Catalogue
 from agent.services.reference import RESTAURANTS, load_catalogue
 

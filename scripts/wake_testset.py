@@ -107,8 +107,8 @@ def espeak(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
 
 def piper_model_path(cache: Path | None = None) -> Path:
     """en_US-joe-medium from the model store (`cabin-agent models fetch piper-en_US-joe-medium`)."""
-    from agent.config import Config
-    from agent.errors import ModelError
+    from agent.core.config import Config
+    from agent.core.errors import ModelError
     from agent.models import open_store
 
     try:
@@ -368,7 +368,7 @@ def verified_engine(
     kws_threshold: float, min_similarity: float | None = None, window_ms: int | None = None
 ) -> Callable[[], object]:
     """The two-stage engine create_engine builds for English: pocketsphinx, then the whisper verifier."""
-    from agent.config import Config
+    from agent.core.config import Config
     from agent.models import open_store
     from agent.wake.pocketsphinx import PocketsphinxWake
     from agent.wake.verify import DEFAULT_MIN_SIMILARITY, DEFAULT_WINDOW_MS, VerifiedWake, WhisperVerifier

@@ -22,8 +22,8 @@ def require(condition: bool, reason: str) -> None:
 def store_model(model_id: str) -> Path:
     """The verified directory of a dev-profile model from the model store (`agent.models`), under `require()`:
     skipped locally, failed in CI when `cabin-agent models fetch <id>` has not been run."""
-    from agent.config import Config
-    from agent.errors import ModelError
+    from agent.core.config import Config
+    from agent.core.errors import ModelError
     from agent.models import open_store
 
     try:

@@ -57,7 +57,7 @@ def card(tmp_path: Path) -> FakeCard:
 
 
 def test_activate_refuses_after_sounddevice_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.errors import AudioError
+    from agent.core.errors import AudioError
 
     monkeypatch.setitem(sys.modules, "sounddevice", object())
     with pytest.raises(AudioError) as err:
@@ -112,7 +112,7 @@ def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(
         import asyncio, json, numpy as np
         from agent.audio.chunk import AudioChunk
         from agent.audio.sinks import SpeakerSink
-        from agent.events import now_ms
+        from agent.core.events import now_ms
         async def main():
             signal = np.load({str(tmp_path / "signal.npy")!r})
             sink = SpeakerSink(device="card_out", pace_realtime=True)
@@ -211,7 +211,7 @@ def test_device_lost_and_back_is_recovered_without_ending(card: FakeCard) -> Non
     assert info["after"] >= 20
     assert info["reconnects"] == 1
     # Logged once when lost, once when back; the failed retries in between are debug only.
-    logs = proc.stdout + proc.stderr  # structlog prints to stdout unless agent.logging.setup_logging ran
+    logs = proc.stdout + proc.stderr  # structlog prints to stdout unless agent.core.logging.setup_logging ran
     assert logs.count("mic-lost") == 1
     assert logs.count("mic-recovered") == 1
     # While away the device really was gone (not just a closed stream): reopening failed by name.

@@ -14,8 +14,8 @@ import pytest
 from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import WavSink
 from agent.audio.sources import AudioSource, RawSource, WavSource, read_wav, split_blocks
-from agent.config import AudioConfig
-from agent.errors import AudioError
+from agent.core.config import AudioConfig
+from agent.core.errors import AudioError
 
 
 def write_wav(path: Path, data: np.ndarray, rate: int, channels: int = 1, width: int = 2) -> Path:

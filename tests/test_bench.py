@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from agent import bench
+from agent.devtools import bench
 
 
 def test_summarize_ms_matches_eval_percentiles() -> None:

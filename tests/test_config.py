@@ -12,8 +12,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from agent.config import Config, load_config
-from agent.errors import EX_CONFIG, ConfigError
+from agent.core.config import Config, load_config
+from agent.core.errors import EX_CONFIG, ConfigError
 
 CLI = Path(sys.executable).with_name("cabin-agent")
 CLI_TIMEOUT_S = 60

@@ -16,8 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.config import MAX_CONFIG_BYTES, MAX_MESSAGE_CHARS, Config, load_config
-from agent.errors import EX_CONFIG, ConfigError
+from agent.core.config import MAX_CONFIG_BYTES, MAX_MESSAGE_CHARS, Config, load_config
+from agent.core.errors import EX_CONFIG, ConfigError
 
 CLI = Path(sys.executable).with_name("cabin-agent")
 # A bomb like the review's: under 350 bytes, nine levels of nine aliases (9^9 = 387 million strings expanded).

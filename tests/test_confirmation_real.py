@@ -7,8 +7,8 @@ import time
 import pytest
 from conftest import require
 
-from agent.config import Config
-from agent.errors import ModelError
+from agent.core.config import Config
+from agent.core.errors import ModelError
 from agent.understanding.confirmation import Pending, classify_answer, judge_with_model, second_opinion
 
 pytestmark = pytest.mark.model
@@ -26,7 +26,7 @@ UNCLEAR = [
 
 @pytest.fixture(scope="module")
 def model():
-    from agent.runtime import llm_model, load_llm
+    from agent.app.wiring import llm_model, load_llm
 
     config = Config()
     try:

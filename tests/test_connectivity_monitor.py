@@ -8,7 +8,7 @@ import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.networkmanager import link_up_from_state, watch_networkmanager
-from agent.events import EventBus
+from agent.core.events import EventBus
 from agent.services.reference import ReferenceService
 from agent.services.testing import service_config
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import Config, ControlConfig
-from agent.control import (
+from agent.app.control import (
     SYSTEM_SOCKET_PATH,
     ControlClient,
     ControlError,
@@ -24,7 +23,8 @@ from agent.control import (
     DaemonNotRunning,
     client_socket_path,
 )
-from agent.errors import EX_UNAVAILABLE, ConfigError, ToolError
+from agent.core.config import Config, ControlConfig
+from agent.core.errors import EX_UNAVAILABLE, ConfigError, ToolError
 
 CLI = [sys.executable, "-m", "agent"]
 
@@ -284,8 +284,8 @@ def test_client_finds_the_service_socket(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     cfg = Config()
     user_path = tmp_path / "cabin-agent" / "control.sock"
-    monkeypatch.setattr("agent.control.SYSTEM_UNIT_PATHS", (tmp_path / "no-unit",))
-    monkeypatch.setattr("agent.control.SYSTEM_SOCKET_PATH", tmp_path / "system" / "control.sock")
+    monkeypatch.setattr("agent.app.control.SYSTEM_UNIT_PATHS", (tmp_path / "no-unit",))
+    monkeypatch.setattr("agent.app.control.SYSTEM_SOCKET_PATH", tmp_path / "system" / "control.sock")
     assert client_socket_path(cfg) == user_path  # nothing installed: the user's own daemon
     (tmp_path / "no-unit").touch()
     assert client_socket_path(cfg) == tmp_path / "system" / "control.sock"  # the service is installed

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.control import ControlClient, ControlError, ControlServer
+from agent.app.control import ControlClient, ControlError, ControlServer
 
 NOBODY = 65534
 

@@ -210,7 +210,7 @@ class Daemon:
         return t - self.started
 
     def control(self, cmd: str, timeout_s: float = 10.0, **args: object) -> object:
-        from agent.control import request_sync
+        from agent.app.control import request_sync
 
         return request_sync(self.control_socket, cmd, timeout_s=timeout_s, **args)
 
@@ -242,7 +242,7 @@ class Daemon:
 
 def model_store() -> Path:
     """The real model store (the dev models), found before HOME and XDG_CACHE_HOME point into tmp."""
-    from agent.config import Config, model_store_dir
+    from agent.core.config import Config, model_store_dir
 
     for model_id in MODELS:
         store_model(model_id)  # skipped locally, failed in CI when missing
@@ -315,7 +315,7 @@ def start_daemon(
 def driver_says(*parts: str | float) -> np.ndarray:
     """What the driver says, synthesised by the store's Piper voice at 16 kHz; a number is a pause (s)."""
     from agent.audio.chunk import AudioChunk
-    from agent.config import Config
+    from agent.core.config import Config
     from agent.tts.factory import voice_file
     from agent.tts.piper import PiperTts
 
@@ -649,8 +649,8 @@ def test_missing_model_exits_66_without_ready_and_releases_what_it_opened(tmp_pa
 async def test_a_failing_task_restarts_with_backoff_and_a_config_error_stops_the_daemon() -> None:
     import asyncio
 
-    from agent.daemon import Supervisor
-    from agent.errors import ConfigError
+    from agent.app.daemon import Supervisor
+    from agent.core.errors import ConfigError
 
     fatal: list[Exception] = []
     runs: list[float] = []

@@ -13,13 +13,13 @@ import pytest
 from conftest import require
 from test_pipeline_loop import FakeAssistant
 
-from agent.config import Config
+from agent.core.config import Config
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 async def test_demo_drive_through_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.demo import spoken_drive
+    from agent.devtools.demo import spoken_drive
 
     config = Config()
     try:

@@ -23,7 +23,7 @@ from conftest import require
 
 from agent.audio.fakecard import FakeCard
 from agent.audio.noise import road_noise
-from agent.config import Config
+from agent.core.config import Config
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -58,7 +58,7 @@ def voices() -> Any:
     require(HAS_PORTAUDIO, "libportaudio2 is not installed")
     ok, why = _models_ready()
     require(ok, f"voice models missing: {why}")
-    from agent.demo import Voices
+    from agent.devtools.demo import Voices
 
     return Voices(Config())
 
@@ -82,9 +82,9 @@ sys.path.insert(0, "tests")
 from agent.audio.fakecard import FakeCard
 from agent.audio.sinks import SpeakerSink
 from agent.audio.sources import MicSource
-from agent.config import Config
-from agent.events import now_ms
-from agent.pipeline import VoicePipeline
+from agent.core.config import Config
+from agent.core.events import now_ms
+from agent.loop.pipeline import VoicePipeline
 
 SPEC = json.loads({spec!r})
 
@@ -101,7 +101,7 @@ async def wait_records(pipeline, n, timeout):
 async def main():
     config = Config.model_validate(SPEC["config"])
     if SPEC["real_model"]:
-        from agent.runtime import build_assistant
+        from agent.app.wiring import build_assistant
         # A changed prompt is prefilled once (minutes on one CI core), then restored from the cache in ms.
         assistant = await asyncio.wait_for(build_assistant(config), timeout=600)
     else:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-from agent.config import Config
-from agent.errors import ModelError
-from agent.evaluation import EvalCase, EvalSession, format_report, load_eval
+from agent.core.config import Config
+from agent.core.errors import ModelError
+from agent.devtools.evaluation import EvalCase, EvalSession, format_report, load_eval
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -50,8 +50,8 @@ def sample() -> tuple[list[EvalCase], list[EvalSession]]:
 
 
 def test_the_held_out_sample_stays_above_its_floors(tmp_path: Path) -> None:
-    from agent.eval_run import eval_world, evaluate
-    from agent.runtime import build_assistant
+    from agent.app.wiring import build_assistant
+    from agent.devtools.eval_run import eval_world, evaluate
 
     # Two threads: nothing else runs during this test, and it halves its share of CI's time.
     config = Config(llm={"n_threads": 2})

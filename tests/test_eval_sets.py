@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_evaluation import _alternatives
 
-from agent.config import Config
-from agent.evaluation import TOOL_FAMILY, EvalCase, load_eval, normalize_text
+from agent.core.config import Config
+from agent.devtools.evaluation import TOOL_FAMILY, EvalCase, load_eval, normalize_text
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from agent.config import Config
-from agent.evaluation import (
+from agent.core.config import Config
+from agent.devtools.evaluation import (
     ANY_OF,
     EvalCase,
     EvalSetError,
@@ -27,8 +27,8 @@ from agent.evaluation import (
 )
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
-from agent.services.reference import load_catalogue
 from agent.plugins.vehicle.state import match_name
+from agent.services.reference import load_catalogue
 
 EVAL_SET = Path(__file__).parent / "data" / "eval_car.jsonl"
 # Tools added after the first eval sets were written (tests/data/eval/ covers them).
@@ -295,7 +295,7 @@ async def test_run_eval_lets_cancellation_through() -> None:
 
 
 def test_format_report() -> None:
-    from agent.evaluation import EvalReport
+    from agent.devtools.evaluation import EvalReport
 
     scores = _six_scores()
     text = format_report(EvalReport(scores, summarize(scores)), verbose=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from conftest import require
 
-from agent.config import Config, load_config, validate
+from agent.core.config import Config, load_config, validate
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "scripts" / "install.sh"
@@ -229,7 +229,7 @@ def test_default_config_documents_every_key() -> None:
 
     missing = keys(Config()) - present(data)
     assert not missing, f"etc/config.yaml does not document: {sorted(missing)}"
-    # The comments show the real defaults (fails when a default in agent/config.py changes: update the file).
+    # The comments show the real defaults (fails when a default in agent/core/config.py changes: update the file).
     shown, real = (
         config.model_dump(exclude={"models", "vehicle"}),
         Config().model_dump(exclude={"models", "vehicle"}),

@@ -25,7 +25,7 @@ def env(**extra: str) -> dict[str, str]:
 
 
 def run(body: str, *, stderr=subprocess.PIPE, **extra_env: str) -> str:
-    header = "from agent.logging import setup_logging, get_logger, bind_turn, unbind_turn\n"
+    header = "from agent.core.logging import setup_logging, get_logger, bind_turn, unbind_turn\n"
     script = header + textwrap.dedent(body)
     done = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=stderr, text=True,
                           env=env(**extra_env), timeout=RUN_TIMEOUT_S, check=False)
@@ -83,7 +83,7 @@ def run_on_a_terminal(body: str, **extra_env: str) -> list[str]:
     """Run with stderr on a pseudo-terminal, as when a developer starts the agent in a shell."""
     controller, terminal = pty.openpty()
     try:
-        script = "from agent.logging import setup_logging, get_logger\n" + body
+        script = "from agent.core.logging import setup_logging, get_logger\n" + body
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=terminal,
                                 env=env(TERM="dumb", NO_COLOR="1", **extra_env))
         os.close(terminal)

@@ -29,8 +29,8 @@ from test_models_store import (
 )
 from typer.testing import CliRunner
 
-from agent.errors import ModelError
-from agent.models.cli import register
+from agent.cli.models import register
+from agent.core.errors import ModelError
 from agent.models.fetch import PART_SUFFIX
 
 UNPINNED = "test: an official download nobody publishes a checksum for"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import validate
-from agent.errors import ConfigError, ModelError
+from agent.core.config import validate
+from agent.core.errors import ConfigError, ModelError
 from agent.models.manifest import (
     MANIFEST_ENV,
     load_manifest,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import require
 
-from agent.config import validate
+from agent.core.config import validate
 from agent.models import model_file, model_path, open_store
 from agent.models.fetch import sha256_file
 

@@ -24,9 +24,9 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from agent.config import validate
-from agent.errors import ModelError
-from agent.models.cli import register
+from agent.cli.models import register
+from agent.core.config import validate
+from agent.core.errors import ModelError
 from agent.models.fetch import PART_SUFFIX, PINS_FILE, ModelStore, model_file, model_path
 from agent.models.manifest import parse_manifest
 

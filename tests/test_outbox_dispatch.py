@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
-from agent.events import EventBus
+from agent.core.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES, OutboxStore
 from agent.services.reference import ReferenceService
@@ -218,7 +218,7 @@ async def test_sent_entry_past_expiry_is_decided_by_the_service(service, tmp_pat
     store = OutboxStore(tmp_path / "outbox.db")
     accepted = enqueue(store, order(7), expiry_seconds=0.5)
     refused = enqueue(store, order(8), expiry_seconds=0.5)
-    from agent.config import ServiceEndpoint
+    from agent.core.config import ServiceEndpoint
     from agent.services.client import MealsClient
 
     async with MealsClient("meals", ServiceEndpoint(base_url=service.url)) as client:

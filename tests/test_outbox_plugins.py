@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
-from agent.events import EventBus
+from agent.core.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import CANCELLED, DELIVERED, OPEN_STATES, OutboxStore
 from agent.plugins.base import ToolContext, ToolResult

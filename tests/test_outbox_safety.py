@@ -18,9 +18,9 @@ import pytest
 from structlog.testing import capture_logs
 from test_outbox_plugins import PIZZA, daemon
 
-from agent.config import ServiceEndpoint
 from agent.connectivity.monitor import ConnectivityMonitor
-from agent.events import EventBus
+from agent.core.config import ServiceEndpoint
+from agent.core.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import (
     DELIVERED,

@@ -20,9 +20,9 @@ from agent.asr.base import Transcript
 from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import WavSink
 from agent.audio.vad import Endpointer
-from agent.config import Config, VadConfig, WakeConfig
-from agent.events import EventBus, TurnTimings, now_ms
-from agent.pipeline import State, VoicePipeline
+from agent.core.config import Config, VadConfig, WakeConfig
+from agent.core.events import EventBus, TurnTimings, now_ms
+from agent.loop.pipeline import State, VoicePipeline
 from agent.plugins.loader import ToolRegistry
 from agent.understanding.engine import Assistant, ToolCallRecord, TurnResult
 from agent.wake.detector import WakeDetector

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import require
 
-from agent.config import Config
-from agent.voice import effective_engine, resolved_config
+from agent.core.config import Config
+from agent.models.engines import effective_engine, resolved_config
 
 
 def test_auto_engines_follow_the_profile_default_models() -> None:
@@ -34,7 +34,7 @@ def test_explicit_engines_are_kept_and_a_profile_without_a_wake_model_means_push
 @pytest.mark.model
 async def test_transcribe_file_reads_a_wav_request(tmp_path: Path) -> None:
     try:
-        from agent.demo import Voices
+        from agent.devtools.demo import Voices
 
         audio = Voices(Config()).say("piper", "play some jazz")
     except Exception as err:  # noqa: BLE001
@@ -48,7 +48,7 @@ async def test_transcribe_file_reads_a_wav_request(tmp_path: Path) -> None:
 
         up = AudioChunk(audio.tobytes(), 16000).to_format(44100, 2)
         wav.writeframes(np.concatenate([np.zeros(8000, np.int16), up.as_int16().ravel()]).tobytes())
-    from agent.voice import transcribe_file
+    from agent.cli.turns import transcribe_file
 
     text = await transcribe_file(Config(), path)
     assert "jazz" in text.lower()

@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from structlog.testing import capture_logs
 
 import agent.plugins.loader as loader
-from agent.config import Config
+from agent.core.config import Config
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
 from agent.plugins.loader import ToolRegistry, load_registry
 from agent.plugins.vehicle import VehiclePlugin

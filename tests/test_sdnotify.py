@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import sdnotify
-from agent.sdnotify import Notifier, watchdog_interval_s
+from agent.app import sdnotify
+from agent.app.sdnotify import Notifier, watchdog_interval_s
 
 
 class NotifySocket:

@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from agent.config import ServiceEndpoint
-from agent.errors import ServiceError
+from agent.core.config import ServiceEndpoint
+from agent.core.errors import ServiceError
 from agent.services.client import MealsClient, ServiceClient
 from agent.services.reference import ReferenceService
 
@@ -144,7 +144,7 @@ async def test_reads_cancel_and_deliveries(service, client):
 
 
 async def test_api_key_is_required_sent_and_never_logged(capsys):
-    from agent.logging import setup_logging
+    from agent.core.logging import setup_logging
 
     setup_logging("debug", "json")
     try:

@@ -29,9 +29,9 @@ HERE = Path(__file__).resolve()
 
 
 async def _serve(config: object) -> int:
-    from agent import sdnotify
-    from agent.control import ControlServer
-    from agent.health import Health, Watchdog
+    from agent.app import sdnotify
+    from agent.app.control import ControlServer
+    from agent.app.health import Health, Watchdog
 
     notifier = sdnotify.Notifier()
     health = Health(max_loop_lag_s=float(os.environ.get("HARNESS_MAX_LAG_S", "1.0")))
@@ -106,8 +106,8 @@ async def _serve(config: object) -> int:
 
 
 def harness_main() -> int:
-    from agent.config import load_config
-    from agent.errors import CabinError
+    from agent.core.config import load_config
+    from agent.core.errors import CabinError
 
     try:
         config = load_config()
@@ -187,7 +187,7 @@ def start_harness(
 
 
 def control(path: Path, cmd: str, **args: object) -> object:
-    from agent.control import request_sync
+    from agent.app.control import request_sync
 
     return request_sync(path, cmd, timeout_s=5, **args)
 

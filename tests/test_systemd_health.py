@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.health import EVENT_LOOP, Health, Watchdog
-from agent.sdnotify import Notifier
+from agent.app.health import EVENT_LOOP, Health, Watchdog
+from agent.app.sdnotify import Notifier
 
 
 class FakeClock:

@@ -58,7 +58,7 @@ def unit_mdwe() -> str:
 
 
 def model(model_id: str, name: str | None = None) -> Path:
-    from agent.config import Config
+    from agent.core.config import Config
     from agent.models.fetch import open_store
 
     store = open_store(Config())

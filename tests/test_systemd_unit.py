@@ -127,7 +127,7 @@ def test_service_contract_settings() -> None:
 
 
 def test_credential_ids_match_what_the_config_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.config import load_config
+    from agent.core.config import load_config
 
     for value in settings(UNIT)["LoadCredential"]:
         (tmp_path / value.split(":")[0]).write_text(f"key-for-{value.split(':')[0]}\n")

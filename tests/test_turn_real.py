@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import require
 
-from agent.config import Config
-from agent.errors import ModelError
-from agent.evaluation import args_match
+from agent.core.config import Config
+from agent.core.errors import ModelError
+from agent.devtools.evaluation import args_match
 
 pytestmark = pytest.mark.model
 
@@ -25,8 +25,8 @@ CLI = [sys.executable, "-m", "agent"]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """One loaded model and one reference service; every test drives a fresh car (`new_car`)."""
-    from agent.eval_run import EvalWorld
-    from agent.runtime import build_assistant
+    from agent.app.wiring import build_assistant
+    from agent.devtools.eval_run import EvalWorld
 
     loop = asyncio.new_event_loop()
     try:

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from fakes import BrokenModel, FakeModel, OfflineMealsPlugin, Raw, RecordingVehicle
 
-from agent.config import Config
-from agent.errors import LlmError
+from agent.core.config import Config
+from agent.core.errors import LlmError
 from agent.plugins.loader import ToolRegistry
 from agent.plugins.vehicle import VehiclePlugin
 from agent.understanding import engine

@@ -15,7 +15,7 @@ from conftest import require
 from agent.audio.chunk import AudioChunk
 from agent.audio.noise import mix_at_snr, noise_int16, road_noise
 from agent.audio.vad import Endpointer, EndReason, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
-from agent.config import VadConfig
+from agent.core.config import VadConfig
 
 RATE = 16000
 

@@ -15,9 +15,11 @@ import pytest
 from conftest import require, store_model
 
 from agent.audio.chunk import AudioChunk
-from agent.config import Config, validate
-from agent.errors import WakeError
-from agent.wake.base import Detection, WakeEngine, create_engine
+from agent.core.config import Config, validate
+from agent.core.errors import WakeError
+from agent.models.engines import resolved_config
+from agent.wake.base import Detection, WakeEngine
+from agent.wake.factory import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -195,6 +197,6 @@ def test_factory(tmp_path: Path) -> None:
         create_engine(validate({"wake": {"engine": "vosk"}}), model_dir=None)  # vosk needs its model
     assert err.value.code == "wake-model-missing"
     if "auto" in str(Config.model_fields["wake"].default.engine):
-        engine = create_engine(validate({"language": "en"}))
+        engine = create_engine(resolved_config(validate({"language": "en"})))
         # With the whisper model in the store, pocketsphinx is the first stage of the verified engine.
         assert isinstance(getattr(engine, "first_stage", engine), PocketsphinxWake)

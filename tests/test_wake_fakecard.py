@@ -34,7 +34,7 @@ def test_wake_fires_on_hey_cabin_through_the_fake_card(tmp_path: Path, piper_hey
     code = """
         import asyncio, json, time
         from agent.audio.sources import MicSource
-        from agent.config import WakeConfig
+        from agent.core.config import WakeConfig
         from agent.wake.detector import WakeDetector
         from agent.wake.pocketsphinx import PocketsphinxWake
         async def main():

@@ -10,8 +10,9 @@ import pytest
 from conftest import store_model
 from test_wake_engines import chunks, in_cabin, piper_hey_cabin, testset  # noqa: F401 - session fixtures
 
-from agent.config import WakeConfig, validate
-from agent.wake.base import WakeEngine, create_engine
+from agent.core.config import WakeConfig, validate
+from agent.wake.base import WakeEngine
+from agent.wake.factory import create_engine
 from agent.wake.verify import DEFAULT_MIN_SIMILARITY, phrase_similarity
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from agent.audio.chunk import AudioChunk
-from agent.errors import AsrError
-from agent.events import now_ms
+from agent.core.errors import AsrError
+from agent.core.events import now_ms
 
 __all__ = [
     "ASR_ENGINE_FAILED",

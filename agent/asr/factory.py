@@ -1,4 +1,5 @@
-"""Build the configured recognizer: engine from `asr.engine`, model from the model store or a given path."""
+"""Build the configured recognizer: a concrete engine (`asr.engine` resolved at wiring, or one named by the
+caller), its model from the model store or a given path."""
 
 from __future__ import annotations
 
@@ -6,17 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.asr.base import ASR_MODEL_MISSING, AsrError, Recognizer
-from agent.config import Config
+from agent.core.config import Config
+from agent.core.errors import ModelError
+from agent.models import model_path
+from agent.models.engines import unresolved
 
 
 def asr_model_dir(config: Config, engine: str, language: str | None = None) -> Path:
     """The verified model directory for `engine` from the model store; AsrError names the fix when missing."""
-    from agent.errors import ModelError
-
-    try:
-        from agent.models import model_path
-    except ImportError as err:  # pragma: no cover - the model manager ships with the package
-        raise AsrError("the model manager is not installed", code=ASR_MODEL_MISSING) from err
     try:
         return model_path(config, "asr", language, engine=engine)
     except ModelError as err:
@@ -33,10 +31,8 @@ async def load_recognizer(
 ) -> Recognizer:
     """Load the recognizer off the event loop. `options` go to the engine (e.g. mode="grammar" for vosk)."""
     engine = engine or config.asr.engine
-    if engine == "auto":  # the engine of the profile's default asr model for the language
-        from agent.voice import effective_engine
-
-        engine = effective_engine(config, "asr", language)
+    if engine == "auto":
+        raise unresolved("asr")
     directory = model_dir or asr_model_dir(config, engine, language)
     if engine == "vosk":
         from agent.asr.vosk import VoskRecognizer

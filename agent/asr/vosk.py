@@ -27,8 +27,8 @@ from agent.asr.base import (
     engine_failed,
 )
 from agent.audio.chunk import AudioChunk
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 
 log = get_logger("asr")
 

@@ -13,7 +13,7 @@ class AudioChunk:
     rate: int = 16000
     width: int = 2  # bytes per sample; 2 = signed 16-bit little-endian
     channels: int = 1
-    timestamp_ms: float = 0.0  # capture time on the monotonic clock (agent.events.now_ms)
+    timestamp_ms: float = 0.0  # capture time on the monotonic clock (agent.core.events.now_ms)
 
     @property
     def samples(self) -> int:

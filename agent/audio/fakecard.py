@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import AudioError
+from agent.core.errors import AudioError
 
 SYSTEM_ALSA_CONF = Path("/usr/share/alsa/alsa.conf")
 CAPTURE_PCM = "card_in"

@@ -16,10 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from agent.audio.chunk import AudioChunk
 from agent.audio.sources import DeviceSpec, _sounddevice, register_stream
-from agent.config import AudioConfig
-from agent.errors import AudioError
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.config import AudioConfig
+from agent.core.errors import AudioError
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 
 log = get_logger("audio")
 
@@ -40,7 +40,7 @@ class AudioSink(Protocol):
 class SpeakerSink:
     """Plays AudioChunks through a sounddevice OutputStream opened per playback (closed after drain/stop).
 
-    `first_audio_ms` (monotonic ms, agent.events.now_ms) is when the first sample of the current playback was
+    `first_audio_ms` (monotonic ms, agent.core.events.now_ms) is when the first sample of the current playback was
     handed to PortAudio; `on_first_audio` is called on the event loop at that moment.
     `pace_realtime` is for the file-backed fake card only (it consumes output as fast as the CPU allows).
     """

@@ -20,10 +20,10 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.config import AudioConfig
-from agent.errors import AudioError
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.config import AudioConfig
+from agent.core.errors import AudioError
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 
 log = get_logger("audio")
 

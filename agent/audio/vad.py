@@ -19,9 +19,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.config import VadConfig
-from agent.errors import AudioError
-from agent.logging import get_logger
+from agent.core.config import VadConfig
+from agent.core.errors import AudioError
+from agent.core.logging import get_logger
 
 log = get_logger("audio")
 

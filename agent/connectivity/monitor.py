@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 from agent.services.client import ServiceClient, client_for
 
 if TYPE_CHECKING:
-    from agent.config import Config
-    from agent.events import EventBus
+    from agent.core.config import Config
+    from agent.core.events import EventBus
 
 log = get_logger("connectivity")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 
 log = get_logger("connectivity")
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.errors import LlmError
+from agent.core.errors import LlmError
 
 __all__ = ["ChatPrompt", "GenerationStep", "LanguageModel", "LlmError"]
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import LlmError, ModelError
+from agent.core.errors import LlmError, ModelError
 from agent.llm.base import ChatPrompt, GenerationStep
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 
 log = get_logger("llm")
 

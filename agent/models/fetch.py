@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from agent.errors import ModelError
-from agent.logging import get_logger
+from agent.core.errors import ModelError
+from agent.core.logging import get_logger
 from agent.models.manifest import (
     Manifest,
     ModelEntry,
@@ -1044,7 +1044,7 @@ def _write_member(src: Any, rel: str, tree: Path, seen: set[str], member: str) -
 
 def open_store(config: Any, **kwargs: Any) -> ModelStore:
     """The store the config names (models.store, $STATE_DIRECTORY/models, ~/.cache/cabin-agent/models)."""
-    from agent.config import model_store_dir
+    from agent.core.config import model_store_dir
 
     return ModelStore(model_store_dir(config), load_manifest(config.models.manifest), **kwargs)
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import agent
-from agent.errors import ConfigError, ModelError
+from agent.core.errors import ConfigError, ModelError
 
 Role = Literal["wake", "asr", "llm", "tts", "vad"]
 Lang = Literal["en", "zh", "ko", "any"]

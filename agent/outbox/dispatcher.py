@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 from tenacity import AsyncRetrying, retry_if_exception, stop_any, wait_exponential_jitter
 from tenacity.stop import stop_base
 
-from agent.errors import ServiceError
-from agent.logging import get_logger
+from agent.core.errors import ServiceError
+from agent.core.logging import get_logger
 from agent.outbox.faults import crashpoint
 from agent.outbox.messages import announcement_for, outcome_text
 from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry, OutboxStore, Transition
 from agent.services.client import ServiceClient, client_for, counts_against_link
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.core.config import Config
     from agent.connectivity.monitor import ConnectivityMonitor
-    from agent.events import EventBus
+    from agent.core.events import EventBus
 
 log = get_logger("outbox")
 
@@ -392,7 +392,7 @@ def _with_result(entry: Entry, result: dict[str, Any] | None) -> Entry:
 
 async def run_standalone(config: Config, *, probe: bool = True, **dispatcher_kwargs: Any) -> None:
     """The dispatcher as its own process: its store, its connectivity monitor, until SIGTERM/cancel."""
-    from agent.config import outbox_path
+    from agent.core.config import outbox_path
     from agent.connectivity.monitor import ConnectivityMonitor
     from agent.outbox.recovery import open_owned
 
@@ -416,8 +416,8 @@ async def run_standalone(config: Config, *, probe: bool = True, **dispatcher_kwa
 def main() -> None:
     import argparse
 
-    from agent.config import load_config
-    from agent.logging import setup_logging
+    from agent.core.config import load_config
+    from agent.core.logging import setup_logging
 
     parser = argparse.ArgumentParser(description="Deliver the outbox until stopped.")
     parser.add_argument("--config", default=None)

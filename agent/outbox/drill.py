@@ -28,10 +28,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agent.config import validate
+from agent.core.config import validate
 from agent.connectivity.monitor import ConnectivityMonitor
-from agent.errors import EX_UNAVAILABLE
-from agent.logging import setup_logging
+from agent.core.errors import EX_UNAVAILABLE
+from agent.core.logging import setup_logging
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.recovery import open_owned
 from agent.outbox.store import NOTIFY_ANNOUNCE, OutboxBusy, OutboxOwned, OutboxStore

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from agent.errors import EX_UNAVAILABLE, CabinError
+from agent.core.errors import EX_UNAVAILABLE, CabinError
 
 
 class OutboxError(CabinError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 from agent.outbox.errors import OutboxCorrupt
 from agent.outbox.lock import StoreLock
 from agent.outbox.store import OutboxStore

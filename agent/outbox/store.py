@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 from agent.outbox import clock as outbox_clock
 from agent.outbox.errors import (
     OutboxBusy,

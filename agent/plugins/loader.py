@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 from agent.plugins.base import Plugin, Tool, ToolContext, ToolResult
 
 if TYPE_CHECKING:
-    from agent.config import Config
+    from agent.core.config import Config
 
 ENTRY_POINT_GROUP = "cabin_agent.plugins"
 # Used when the package runs from a source tree without its entry points installed.

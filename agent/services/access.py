@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import ServiceError
-from agent.logging import get_logger
+from agent.core.errors import ServiceError
+from agent.core.logging import get_logger
 from agent.outbox.messages import announcement_for, not_saved_reason
 from agent.outbox.store import (
     FAILED,
@@ -34,8 +34,8 @@ from agent.outbox.store import (
 )
 
 if TYPE_CHECKING:
-    from agent.config import Config
     from agent.connectivity.monitor import ConnectivityMonitor
+    from agent.core.config import Config
     from agent.outbox.dispatcher import Dispatcher
     from agent.services.client import ServiceClient
 
@@ -92,7 +92,7 @@ class ServiceAccess:
     @property
     def store(self) -> OutboxStore:
         if self._store is None:
-            from agent.config import outbox_path
+            from agent.core.config import outbox_path
 
             self._store = OutboxStore(outbox_path(self.config))
         return self._store

@@ -1,7 +1,7 @@
 """HTTP clients for the meals and deliveries services (httpx), with errors sorted into retryable and permanent.
 
 Base URL, timeout and API key come from `config.services.<name>`; the key comes from the environment or systemd
-credentials (see agent/config.py) and only ever travels in the Authorization header: it is never logged.
+credentials (see agent/core/config.py) and only ever travels in the Authorization header: it is never logged.
 A 4xx is the request's problem (the service answered), never the link's: only transport errors, timeouts and
 5xx count against the link (`counts_against_link`).
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from agent.config import ServiceEndpoint
-from agent.errors import ServiceError
-from agent.logging import get_logger
+from agent.core.config import ServiceEndpoint
+from agent.core.errors import ServiceError
+from agent.core.logging import get_logger
 
 log = get_logger("services")
 

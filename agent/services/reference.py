@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 
 # The service's own seed data: restaurants, menus, prices and packages. The car ships none of it: it asks for
 # the catalogue (GET /catalogue) and keeps the answer, with its age, for use in a tunnel.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, _merge, validate
+from agent.core.config import Config, _merge, validate
 
 
 def service_config(url: str, outbox_file: Path, **overrides: Any) -> Config:

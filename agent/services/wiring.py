@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from agent.config import Config
     from agent.connectivity.monitor import ConnectivityMonitor
-    from agent.events import EventBus
+    from agent.core.config import Config
+    from agent.core.events import EventBus
     from agent.outbox.dispatcher import Dispatcher
     from agent.outbox.recovery import SetAside
     from agent.outbox.store import OutboxStore
@@ -53,8 +53,6 @@ class ServiceWiring:
 
     def announcements(self) -> AsyncIterator[dict[str, Any]]:
         """The outbox's announcements as they happen, for `VoicePipeline(announcements=...)`."""
-        from agent.pipeline import announcements_from
-
         return announcements_from(self.events)
 
     async def replay_owed(self, pipeline: Any) -> int:
@@ -86,8 +84,8 @@ async def open_services(
 
     A plugin that fails to start is logged once and the car keeps its other functions. OutboxOwned when another
     dispatcher (a second daemon) already owns the store; a damaged store is set aside and replaced."""
-    from agent.config import outbox_path
     from agent.connectivity.monitor import ConnectivityMonitor
+    from agent.core.config import outbox_path
     from agent.outbox.recovery import open_owned
     from agent.plugins.loader import load_registry
 
@@ -103,3 +101,10 @@ async def open_services(
         except Exception as err:
             log.error("plugin-start-failed", plugin=plugin.name, error=str(err))
     return ServiceWiring(config, events, store, monitor, registry, services, aside)
+
+
+async def announcements_from(events: EventBus) -> AsyncIterator[dict[str, Any]]:
+    """The outbox's `announcement` events as pipeline announcements: `VoicePipeline(announcements=...)`."""
+    async for event in events.subscribe():
+        if event.type == "announcement":
+            yield dict(event.data)

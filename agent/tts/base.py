@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 from agent.asr.base import EngineThread
 from agent.audio.chunk import AudioChunk
-from agent.errors import TtsError
+from agent.core.errors import TtsError
 
 __all__ = ["TTS_ENGINE_FAILED", "TTS_VOICE_MISSING", "EngineThread", "Synthesizer", "TtsError"]
 

@@ -5,18 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
+from agent.core.config import Config
+from agent.core.errors import ModelError
+from agent.models import model_file
 from agent.tts.base import TTS_VOICE_MISSING, Synthesizer, TtsError
 
 
 def voice_file(config: Config, language: str | None = None) -> Path:
     """The verified .onnx of the configured voice; TtsError names the fix when missing."""
-    from agent.errors import ModelError
-
-    try:
-        from agent.models import model_file
-    except ImportError as err:  # pragma: no cover - the model manager ships with the package
-        raise TtsError("the model manager is not installed", code=TTS_VOICE_MISSING) from err
     try:
         return model_file(config, "tts", language, engine="piper")
     except ModelError as err:

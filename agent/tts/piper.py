@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.audio.chunk import AudioChunk
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 from agent.tts.base import TTS_ENGINE_FAILED, TTS_VOICE_MISSING, EngineThread, TtsError
 from agent.tts.normalize import normalize
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator
 
 from agent.audio.chunk import AudioChunk
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 from agent.tts.base import Synthesizer
 
 log = get_logger("tts")

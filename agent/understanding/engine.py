@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.config import Config
-from agent.errors import LlmError
-from agent.events import EventBus, TurnTimings
+from agent.core.config import Config
+from agent.core.errors import LlmError
+from agent.core.events import EventBus, TurnTimings
 from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
-from agent.logging import bind_turn, get_logger, unbind_turn
+from agent.core.logging import bind_turn, get_logger, unbind_turn
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolResult
 from agent.plugins.loader import ToolRegistry
 from agent.understanding.confirmation import Pending as PendingKind

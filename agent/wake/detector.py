@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 from agent.audio.chunk import AudioChunk
 from agent.audio.vad import EnergyVad, VoiceActivity, highpass
-from agent.config import WakeConfig
-from agent.errors import WakeError
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.config import WakeConfig
+from agent.core.errors import WakeError
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 from agent.wake.base import Detection, WakeEngine
 from agent.wake.push_to_talk import PushToTalk
 

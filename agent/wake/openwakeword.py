@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.errors import WakeError
+from agent.core.errors import WakeError
 from agent.wake.base import Detection
 
 # openWakeWord scores 80 ms frames (1280 samples at 16 kHz).

@@ -12,9 +12,9 @@ import os
 import re
 
 from agent.audio.chunk import AudioChunk
-from agent.errors import WakeError
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.errors import WakeError
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 from agent.wake.base import Detection
 
 log = get_logger("wake")

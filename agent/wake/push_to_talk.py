@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.events import now_ms
+from agent.core.events import now_ms
 
 
 class PushToTalk:

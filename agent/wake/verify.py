@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.errors import WakeError
-from agent.logging import get_logger
+from agent.core.errors import WakeError
+from agent.core.logging import get_logger
 from agent.wake.base import Detection, WakeEngine
 
 log = get_logger("wake")

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from agent.audio.chunk import AudioChunk
-from agent.errors import WakeError
-from agent.logging import get_logger
+from agent.core.errors import WakeError
+from agent.core.logging import get_logger
 from agent.wake.base import Detection
 
 log = get_logger("wake")

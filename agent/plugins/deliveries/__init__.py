@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from agent.errors import ServiceError
+from agent.core.errors import ServiceError
 from agent.outbox.messages import outcome_text
 from agent.outbox.store import DELIVERED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult

@@ -14,8 +14,8 @@ import re
 import time
 from typing import Any
 
-from agent.errors import ServiceError
-from agent.logging import get_logger
+from agent.core.errors import ServiceError
+from agent.core.logging import get_logger
 from agent.outbox.messages import outcome_text
 from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult

@@ -1,5 +1,5 @@
 """The simulated drive: scripted spoken requests (Piper and espeak-ng voices in road noise) fed as the microphone
-through the real voice loop (agent.pipeline); the car's spoken replies are written to one WAV file per turn.
+through the real voice loop (agent.loop.pipeline); the car's spoken replies are written to one WAV file per turn.
 
 A driver waits for the car to answer before speaking again, so the cabin "microphone" plays road noise while the
 car is busy and starts the next request only when the car is idle (the confirmation "yes" only once the car has
@@ -25,14 +25,13 @@ import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
 from agent.audio.chunk import AudioChunk
-from agent.events import now_ms
-from agent.logging import get_logger
+from agent.core.events import now_ms
+from agent.core.logging import get_logger
 
 log = get_logger("pipeline")
 
@@ -87,7 +86,7 @@ TUNNEL_BANNERS = {
 
 
 def demo_cache_dir() -> Path:
-    from agent.config import cache_dir
+    from agent.core.config import cache_dir
 
     return cache_dir() / "demo"
 
@@ -406,10 +405,10 @@ async def spoken_drive(
     """Run the drive; `assistant` replaces the whole assistant, `model` only the local model (tests).
     Returns the turn records and a summary (with the outbox's entries, the service's count per key and the
     announcements)."""
+    from agent.app.wiring import build_assistant
     from agent.audio.sinks import WavSink
-    from agent.events import EventBus
-    from agent.pipeline import State, VoicePipeline
-    from agent.runtime import build_assistant
+    from agent.core.events import EventBus
+    from agent.loop.pipeline import State, VoicePipeline
     from agent.services.reference import ReferenceService
     from agent.services.wiring import open_services
     from agent.understanding.engine import Assistant
@@ -740,35 +739,3 @@ async def spoken_drive(
             + f"; wake engine real-time factor {summary['wake_real_time_factor']}"
         )
     return {"records": printed, "summary": summary}
-
-
-def register(app: typer.Typer) -> None:
-    from agent.cli import get_config
-
-    @app.command()
-    def demo(
-        out: Annotated[
-            Path, typer.Option("--out", help="Where the car's spoken replies are written.")
-        ] = Path("demo-out"),
-        as_json: Annotated[
-            bool, typer.Option("--json", help="One JSON object per turn, then a summary.")
-        ] = False,
-        speed: Annotated[
-            float,
-            typer.Option(
-                "--speed",
-                min=0.25,
-                max=8.0,
-                help="Feed the cabin audio this many times faster than real time.",
-            ),
-        ] = 1.0,
-    ) -> None:
-        """A simulated spoken drive through the real voice loop on the embedded defaults (no microphone needed)."""
-        config = get_config()
-        from agent.cli import state
-        from agent.logging import setup_logging
-
-        if state.log_level is None:
-            # The drive prints every turn itself; info logs would bury it (pass --log-level info to see them).
-            setup_logging("warning", config.logging.format, config.logging.log_transcripts)
-        asyncio.run(spoken_drive(config, out, speed=speed, as_json=as_json))

@@ -14,6 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.app.control import ControlError, DaemonNotRunning, client_socket_path, request_sync
+from agent.cli.context import command_config
+from agent.core.config import outbox_path
+from agent.outbox.admin import OutboxAdmin
+from agent.outbox.store import OutboxStore
+
 outbox_app = typer.Typer(
     help="Show and manage queued service actions (orders, cancels, delivery changes).", no_args_is_help=True
 )
@@ -21,27 +27,16 @@ outbox_app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _via_daemon_or_store(cmd: str, direct: Callable[[Any], Any], **args: Any) -> Any:
+def _via_daemon_or_store(ctx: typer.Context, cmd: str, direct: Callable[[Any], Any], **args: Any) -> Any:
     """Ask the daemon when it runs and knows the command; otherwise run `direct(admin)` on the store."""
-    from agent.cli import get_config
-
-    config = get_config()
+    config = command_config(ctx)
     try:
-        from agent.control import ControlError, DaemonNotRunning, client_socket_path, request_sync
-
-        try:
-            return request_sync(client_socket_path(config), cmd, timeout_s=5.0, **args)
-        except DaemonNotRunning:
-            pass
-        except ControlError as err:
-            if err.code not in ("unknown-command", "control-permission-denied"):
-                raise
-    except ImportError:  # no control socket in this build
+        return request_sync(client_socket_path(config), cmd, timeout_s=5.0, **args)
+    except DaemonNotRunning:
         pass
-    from agent.config import outbox_path
-    from agent.outbox.admin import OutboxAdmin
-    from agent.outbox.store import OutboxStore
-
+    except ControlError as err:
+        if err.code not in ("unknown-command", "control-permission-denied"):
+            raise
     store = OutboxStore(outbox_path(config))
     try:
         return direct(OutboxAdmin(store, expiry_seconds=config.outbox.expiry_minutes * 60))
@@ -57,13 +52,14 @@ def _minutes(seconds: float) -> str:
 
 @outbox_app.command("list")
 def list_entries(
+    ctx: typer.Context,
     state: Annotated[str | None, typer.Option("--state", help="Only entries in this state.")] = None,
     limit: Annotated[int, typer.Option("--limit")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """Newest first: id, state, service, what it is, attempts, age, last error."""
     rows = _via_daemon_or_store(
-        "outbox.list", lambda admin: admin.list(state, limit), state=state, limit=limit
+        ctx, "outbox.list", lambda admin: admin.list(state, limit), state=state, limit=limit
     )
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -84,24 +80,31 @@ def list_entries(
         )
 
 
+EntryId = Annotated[int, typer.Argument(help="Entry id from `outbox list`.")]
+
+
 @outbox_app.command("retry")
-def retry_entry(entry_id: Annotated[int, typer.Argument(help="Entry id from `outbox list`.")]) -> None:
+def retry_entry(ctx: typer.Context, entry_id: EntryId) -> None:
     """Send a failed or expired entry again, with its original idempotency key."""
-    row = _via_daemon_or_store("outbox.retry", lambda admin: admin.retry(entry_id), entry_id=entry_id)
+    row = _via_daemon_or_store(
+        ctx, "outbox.retry", lambda admin: admin.retry(entry_id), entry_id=entry_id
+    )
     typer.echo(f"Entry {row['id']} is pending again: {row['summary']}")
 
 
 @outbox_app.command("cancel")
-def cancel_entry(entry_id: Annotated[int, typer.Argument(help="Entry id from `outbox list`.")]) -> None:
+def cancel_entry(ctx: typer.Context, entry_id: EntryId) -> None:
     """Withdraw an entry that has not been sent yet."""
-    row = _via_daemon_or_store("outbox.cancel", lambda admin: admin.cancel(entry_id), entry_id=entry_id)
+    row = _via_daemon_or_store(
+        ctx, "outbox.cancel", lambda admin: admin.cancel(entry_id), entry_id=entry_id
+    )
     typer.echo(f"Entry {row['id']} is cancelled: {row['summary']}")
 
 
 @outbox_app.command("announcements")
-def list_announcements(as_json: JsonOption = False) -> None:
+def list_announcements(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """What the car still has to tell the driver."""
-    rows = _via_daemon_or_store("outbox.announcements", lambda admin: admin.announcements())
+    rows = _via_daemon_or_store(ctx, "outbox.announcements", lambda admin: admin.announcements())
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
@@ -112,20 +115,20 @@ def list_announcements(as_json: JsonOption = False) -> None:
 
 
 @outbox_app.command("dispatch")
-def dispatch() -> None:
+def dispatch(ctx: typer.Context) -> None:
     """Deliver the outbox in the foreground until Ctrl-C (what the daemon does in the background)."""
     import asyncio
     import contextlib
 
-    from agent.cli import get_config
     from agent.outbox.dispatcher import run_standalone
 
-    config = get_config()
+    config = command_config(ctx)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_standalone(config))
 
 
 def devservice(
+    ctx: typer.Context,
     port: Annotated[int, typer.Option("--port", help="Loopback port (0: any free port).")] = 8765,
     db: Annotated[Path | None, typer.Option("--db", help="SQLite file (default: in memory).")] = None,
     api_key_env: Annotated[
@@ -142,10 +145,9 @@ def devservice(
     """Run the reference meals/deliveries service on 127.0.0.1 (see docs/services.md)."""
     import os
 
-    from agent.cli import get_config
     from agent.services.reference import ReferenceService
 
-    get_config()  # logging set-up
+    command_config(ctx)  # logging set-up
     api_key = os.environ.get(api_key_env) if api_key_env else None
     if api_key_env and not api_key:
         raise typer.BadParameter(f"environment variable {api_key_env} is not set", param_hint="--api-key-env")

@@ -8,7 +8,7 @@ daemon's idle cost and start-up time (a subprocess fed cabin noise, read from /p
 The machine, its load average at start and end, the model profile and engine versions are part of every
 report: absolute times move on a shared machine, ratios and breakdowns are what runs are compared by.
 
-`python -m agent.bench probe|daemon ...` are the child processes the bench starts; they are not for people.
+`python -m agent.devtools.bench probe|daemon ...` are the child processes the bench starts; they are not for people.
 """
 
 from __future__ import annotations
@@ -33,13 +33,12 @@ import wave
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import typer
 
-from agent.events import TurnTimings, now_ms
-from agent.logging import get_logger
+from agent.core.events import TurnTimings, now_ms
+from agent.core.logging import get_logger
 
 log = get_logger("bench")
 
@@ -48,7 +47,7 @@ BLOCK_MS = 30
 SPEECH_DBFS = -22.0  # the demo's level for the driver's voice in the cabin recording
 SNR_DB = 20.0  # road noise this far below the speech (the demo's setting: pocketsphinx misses more at 15 dB)
 REPORT_VERSION = 1
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # agent/devtools/bench.py -> the repository
 DEFAULT_EVAL_SET = REPO / "tests" / "data" / "eval_car.jsonl"
 ENGINE_PACKAGES = (
     "llama_cpp_python",
@@ -109,7 +108,7 @@ SCRIPT: tuple[tuple[str, str, str, str], ...] = (
 
 def summarize_ms(values: Iterable[float | None]) -> dict[str, Any]:
     """n, p50, p95, max and mean of the values (None ignored); percentiles as `cabin-agent eval` does."""
-    from agent.evaluation import percentile
+    from agent.devtools.evaluation import percentile
 
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not xs:
@@ -663,7 +662,7 @@ def engine_versions() -> dict[str, str]:
 def bench_config(base: Any, work: Path, service_url: str) -> Any:
     """The user's config with the services on the loopback reference service and every piece of state (outbox,
     control socket) in the bench's temp dir, so a run never touches a real daemon's files."""
-    from agent.config import _merge, model_store_dir, validate
+    from agent.core.config import _merge, model_store_dir, validate
 
     data = base.model_dump(mode="json")
     endpoint = {"base_url": service_url, "api_key": None, "timeout_seconds": 2.0}
@@ -772,7 +771,7 @@ class BenchMic:
             yield chunk
 
     def _ready(self, gate: str) -> bool:
-        from agent.pipeline import State
+        from agent.loop.pipeline import State
 
         p = self.pipeline()
         if p is None or p.state != State.IDLE:
@@ -841,7 +840,7 @@ def build_script(turns: int, trigger: str) -> list[ScriptedTurn]:
 
 def synthesise(script: list[ScriptedTurn], config: Any, cache: Path) -> float:
     """Speech for every turn (Piper and espeak-ng via the demo's cached voices); returns seconds spent."""
-    from agent.demo import Voices
+    from agent.devtools.demo import Voices
 
     started = time.monotonic()
     voices = Voices(config, cache=cache)
@@ -939,10 +938,10 @@ async def spoken_turns(
     snr_db: float,
 ) -> tuple[dict[str, Any], Any, Any]:
     """Run the script through the real voice loop. Returns (results, assistant, pipeline) for what follows."""
+    from agent.app.wiring import build_assistant
     from agent.audio.sinks import WavSink
-    from agent.events import EventBus
-    from agent.pipeline import VoicePipeline
-    from agent.runtime import build_assistant
+    from agent.core.events import EventBus
+    from agent.loop.pipeline import VoicePipeline
 
     events = EventBus()
     assistant = await build_assistant(config, events=events)
@@ -1176,7 +1175,7 @@ def _bare_piper(path: Path) -> Any:
     from piper.config import PiperConfig
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # as agent.voice.build_stages loads the pipeline's voice
+    options.intra_op_num_threads = 1  # as agent.loop.stages.build_stages loads the pipeline's voice
     options.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(
         str(path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -1338,7 +1337,7 @@ def run_probe(config_path: Path, cache: Path, mode: str, timeout_s: float = 600)
     cmd = [
         sys.executable,
         "-m",
-        "agent.bench",
+        "agent.devtools.bench",
         "probe",
         "--config",
         str(config_path),
@@ -1357,7 +1356,7 @@ def run_probe(config_path: Path, cache: Path, mode: str, timeout_s: float = 600)
 
 
 async def _probe(config: Any, mode: str, text: str, second_text: str) -> dict[str, Any]:
-    from agent.runtime import build_assistant
+    from agent.app.wiring import build_assistant
 
     assistant = await build_assistant(config, warm=(mode == "restart"))
     out: dict[str, Any] = {
@@ -1395,7 +1394,7 @@ def run_daemon_idle(
     cmd = [
         sys.executable,
         "-m",
-        "agent.bench",
+        "agent.devtools.bench",
         "daemon",
         "--config",
         str(config_path),
@@ -1457,9 +1456,9 @@ def _daemon_turns(log_path: Path) -> int:
 
 
 async def _daemon(config: Any, noise: Path, sink_dir: Path) -> int:
+    from agent.app.daemon import serve
     from agent.audio.sinks import WavSink
     from agent.audio.sources import WavSource
-    from agent.daemon import serve
 
     return await serve(config, source=WavSource(noise, pace_realtime=True), sink=WavSink(sink_dir))
 
@@ -1489,7 +1488,7 @@ def pick_cases(cases: Sequence[Any], limit: int) -> list[Any]:
 
 
 async def understanding(assistant: Any, path: Path, limit: int) -> dict[str, Any]:
-    from agent.evaluation import load_cases, run_eval
+    from agent.devtools.evaluation import load_cases, run_eval
 
     cases = load_cases(path)
     chosen = pick_cases(cases, limit)
@@ -1645,9 +1644,9 @@ def _say(message: str) -> None:
 
 
 async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
-    from agent.demo import demo_cache_dir
+    from agent.devtools.demo import demo_cache_dir
+    from agent.models.engines import resolved_config
     from agent.services.reference import ReferenceService
-    from agent.voice import resolved_config
 
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
@@ -1678,12 +1677,12 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
         config = bench_config(base_config, work, service.url)
         config_path = write_config(config, work / "config.yaml")
         concrete = resolved_config(config)
-        from agent.runtime import llm_model
+        from agent.app.wiring import llm_model
 
         report["profile"] = {
             "profile": config.models.profile,
             "llm": llm_model(config)[0],
-            # None = agent.runtime's default: all cores but one
+            # None = agent.app.wiring's default: all cores but one
             "n_threads": config.llm.n_threads or f"auto: {max(1, (os.cpu_count() or 2) - 1)}",
             "asr": concrete.asr.engine,
             "wake": concrete.wake.engine,
@@ -1736,17 +1735,17 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
                     {"cached_ms": ft["p50"], "cached_p95_ms": ft["p95"]}
                 )
             if assistant is None and ({"overhead", "eval"} - opts.skip):
-                from agent.runtime import build_assistant
+                from agent.app.wiring import build_assistant
 
                 assistant = await build_assistant(config)
             with _phase(report, "overhead", opts):
                 _unless_skipped("overhead", opts)
                 _say("our layers vs the bare engines…")
-                from agent.voice import build_stages
+                from agent.loop.stages import build_stages
 
                 stages = None
                 if pipeline is None:
-                    stages = await build_stages(config, assistant.registry)
+                    stages = await build_stages(concrete, assistant.registry)
                 tts = pipeline.tts if pipeline is not None else stages.tts
                 recognizer = pipeline.recognizer if pipeline is not None else stages.recognizer
                 ov: dict[str, Any] = {}
@@ -1829,75 +1828,14 @@ def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path
     return json_path, md_path
 
 
-def register(app: typer.Typer) -> None:
-    from agent.cli import get_config, state
-
-    @app.command()
-    def bench(
-        turns: Annotated[
-            int, typer.Option("--turns", min=1, help="Spoken turns through the voice loop.")
-        ] = 32,
-        quick: Annotated[
-            bool,
-            typer.Option(
-                "--quick", help="Smoke settings: 4 turns, 10 s idle, 4 eval cases, 1 rep (not comparable)."
-            ),
-        ] = False,
-        out: Annotated[Path, typer.Option("--out", help="Where <date>.json/.md/.png go.")] = Path(
-            "bench/results"
-        ),
-        eval_limit: Annotated[
-            int, typer.Option("--eval-limit", help="Eval cases spread over the set (0 = all, ~10 min).")
-        ] = 40,
-        eval_set: Annotated[Path, typer.Option("--eval-set", help="JSONL eval set.")] = DEFAULT_EVAL_SET,
-        idle_seconds: Annotated[
-            float, typer.Option("--idle-seconds", min=5.0, help="Idle listening window.")
-        ] = 60.0,
-        trigger: Annotated[
-            str, typer.Option("--trigger", help="wake, ptt or mixed (alternating).")
-        ] = "mixed",
-        skip: Annotated[
-            str, typer.Option("--skip", help=f"Comma-separated phases to skip: {', '.join(PHASES)}.")
-        ] = "",
-    ) -> None:
-        """Measure latency, our overhead over the bare engines, first-token time, idle cost, understanding."""
-        from agent.logging import setup_logging
-
-        config = get_config()
-        if state.log_level is None:
-            setup_logging("warning", config.logging.format)  # the per-turn log lines would drown the progress
-        skipped = frozenset(p.strip() for p in skip.split(",") if p.strip())
-        unknown = skipped - set(PHASES)
-        if unknown or trigger not in ("wake", "ptt", "mixed"):
-            raise typer.BadParameter(f"--skip takes {', '.join(PHASES)}; --trigger wake, ptt or mixed")
-        opts = BenchOptions(
-            turns=turns,
-            out=out,
-            eval_limit=eval_limit,
-            eval_set=eval_set,
-            idle_seconds=idle_seconds,
-            trigger=trigger,
-            skip=skipped,
-            quick=quick,
-            command="cabin-agent " + " ".join(sys.argv[1:]),
-        )
-        if quick:
-            opts.turns, opts.idle_seconds, opts.eval_limit, opts.reps = min(turns, 4), 10.0, 4, 1
-        report = asyncio.run(run_bench(config, opts))
-        stem = dt.date.today().isoformat() + ("-quick" if quick else "")
-        json_path, md_path = write_report(report, out, stem)
-        print(render_markdown(report))
-        print(f"\nwrote {json_path}, {md_path}" + "".join(f", {out / p}" for p in report["plots"].values()))
-
-
 # ======================================================================== child processes
 
 
 def _child_main(argv: list[str] | None = None) -> int:
-    from agent.config import load_config
-    from agent.logging import setup_logging
+    from agent.core.config import load_config
+    from agent.core.logging import setup_logging
 
-    parser = argparse.ArgumentParser(prog="python -m agent.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m agent.devtools.bench", description=__doc__)
     sub = parser.add_subparsers(dest="role", required=True)
     probe = sub.add_parser("probe", help="first-token probe in a fresh process")
     probe.add_argument("--config", type=Path, required=True)

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.control import client_socket_path, request_sync
+from agent.app.control import client_socket_path, request_sync
+from agent.cli.context import command_config
 
 SocketOption = Annotated[
     Path | None,
@@ -18,12 +19,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the daemon's rep
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the reply.")]
 
 
-def _socket(path: Path | None) -> Path:
+def _socket(ctx: typer.Context, path: Path | None) -> Path:
     if path is not None:
         return path
-    from agent.cli import get_config
-
-    return client_socket_path(get_config())
+    return client_socket_path(command_config(ctx))
 
 
 def _print_tree(value: Any, indent: str = "") -> None:
@@ -62,24 +61,29 @@ def _emit(result: Any, as_json: bool, fallback: str) -> None:
         _print_tree(result)
 
 
-def status(socket: SocketOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 5.0) -> None:
+def status(
+    ctx: typer.Context, socket: SocketOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 5.0
+) -> None:
     """What the running daemon is doing: state, models, connectivity, outbox, last turn latencies, health."""
-    _emit(request_sync(_socket(socket), "status", timeout_s=timeout), as_json, "running")
+    _emit(request_sync(_socket(ctx, socket), "status", timeout_s=timeout), as_json, "running")
 
 
-def ptt(socket: SocketOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 5.0) -> None:
+def ptt(
+    ctx: typer.Context, socket: SocketOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 5.0
+) -> None:
     """Push-to-talk: start listening for a request now, as if the wake phrase had been heard."""
-    _emit(request_sync(_socket(socket), "ptt", timeout_s=timeout), as_json, "listening")
+    _emit(request_sync(_socket(ctx, socket), "ptt", timeout_s=timeout), as_json, "listening")
 
 
 def ask(
+    ctx: typer.Context,
     text: Annotated[str, typer.Argument(help="The request, as if the driver had said it.")],
     socket: SocketOption = None,
     as_json: JsonOption = False,
     timeout: TimeoutOption = 60.0,
 ) -> None:
     """Send a text request to the running daemon; it runs the turn and speaks the reply."""
-    result = request_sync(_socket(socket), "say", timeout_s=timeout, text=text)
+    result = request_sync(_socket(ctx, socket), "say", timeout_s=timeout, text=text)
     if not as_json and isinstance(result, dict) and isinstance(result.get("reply"), str):
         for call in result.get("tool_calls") or []:
             typer.echo(f"tool: {call.get('name')} {json.dumps(call.get('arguments'), ensure_ascii=False)}")
@@ -88,9 +92,11 @@ def ask(
     _emit(result, as_json, "ok")
 
 
-def cancel(socket: SocketOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 5.0) -> None:
+def cancel(
+    ctx: typer.Context, socket: SocketOption = None, as_json: JsonOption = False, timeout: TimeoutOption = 5.0
+) -> None:
     """Stop speaking and cancel the reply in progress (queued orders are never dropped)."""
-    _emit(request_sync(_socket(socket), "cancel", timeout_s=timeout), as_json, "cancelled")
+    _emit(request_sync(_socket(ctx, socket), "cancel", timeout_s=timeout), as_json, "cancelled")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,9 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.config import Config, control_socket_path
-from agent.errors import EX_UNAVAILABLE, CabinError, ConfigError
-from agent.logging import get_logger
+from agent.core.config import Config, control_socket_path
+from agent.core.errors import EX_UNAVAILABLE, CabinError, ConfigError
+from agent.core.logging import get_logger
 
 log = get_logger("control")
 

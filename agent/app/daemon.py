@@ -13,20 +13,17 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from agent import sdnotify
-from agent.config import Config
-from agent.errors import EX_USAGE, CabinError, ConfigError, ModelError
-from agent.events import EventBus
-from agent.health import Health, Watchdog
-from agent.logging import get_logger
+from agent.app import sdnotify
+from agent.app.health import Health, Watchdog
+from agent.core.config import Config
+from agent.core.errors import EX_USAGE, CabinError, ConfigError, ModelError
+from agent.core.events import EventBus
+from agent.core.logging import get_logger
 
 log = get_logger("daemon")
 
@@ -224,10 +221,10 @@ class Daemon:
 
     async def start(self, resources: contextlib.AsyncExitStack) -> bool:
         """Everything up to READY=1. False when SIGTERM came first (no READY, straight to shutdown)."""
-        from agent.control import ControlServer
+        from agent.app.control import ControlServer
+        from agent.app.wiring import build_assistant
+        from agent.loop.pipeline import VoicePipeline
         from agent.outbox.admin import OutboxAdmin
-        from agent.pipeline import VoicePipeline
-        from agent.runtime import build_assistant
         from agent.services.wiring import open_services
 
         config = self.config
@@ -401,7 +398,7 @@ async def serve(
     return await daemon.serve()
 
 
-# ---------------------------------------------------------------------------------------------- the command
+# ------------------------------------------------------------------------- audio in and out (`run --input/--output`)
 
 INPUT_HELP = (
     "Audio in: mic (the configured device), wav:PATH (a WAV file at real-time pace), raw:PATH or raw:- "
@@ -442,29 +439,3 @@ def open_output(spec: str, config: Config) -> Any:
     if kind == "wav" and where:
         return WavSink(where, pace_realtime=True)
     raise UsageError(f"--output: expected speaker, wav:DIR or null (got {spec!r})")
-
-
-def run(
-    input_spec: Annotated[str, typer.Option("--input", "-i", help=INPUT_HELP)] = "mic",
-    output_spec: Annotated[str, typer.Option("--output", "-o", help=OUTPUT_HELP)] = "speaker",
-) -> None:
-    """The daemon: listen for the wake phrase, answer, speak; under systemd, Type=notify with a watchdog."""
-    from agent.cli import get_config
-
-    config = get_config()  # a bad config raises ConfigError: one line on stderr, exit 78
-    source = open_input(input_spec, config)
-    sink = open_output(output_spec, config)
-    daemon = Daemon(config, source=source, sink=sink, stop_when_source_ends=source is not None)
-    status = asyncio.run(daemon.serve())
-    if daemon.start_abandoned:
-        # Everything is released and the store closed; only a model step (a cold prompt-cache computation,
-        # tens of seconds on a Pi) may still run in its thread. Waiting for it would outlast TimeoutStopSec=.
-        log.info("exit-without-waiting-for-model-thread")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    raise typer.Exit(status)
-
-
-def register(app: Any) -> None:
-    app.command("run")(run)

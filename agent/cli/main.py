@@ -1,4 +1,4 @@
-"""The `cabin-agent` command line: one typer app; each area contributes its commands from its own module."""
+"""The `cabin-agent` command line: one typer app; each command group lives in its own module here."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from agent.config import Config, load_config
-from agent.errors import CabinError
-from agent.logging import setup_logging
+from agent.cli import bench, control, daemon, demo, models, outbox, speech, turns
+from agent.cli.context import CliContext
+from agent.core.errors import CabinError
 
 app = typer.Typer(
     name="cabin-agent",
@@ -25,39 +25,21 @@ ConfigOption = Annotated[
 ]
 
 
-class State:
-    config_path: Path | None = None
-    log_level: str | None = None
-
-
-state = State()
-
-
 @app.callback()
 def _root(
+    ctx: typer.Context,
     config: ConfigOption = None,
     log_level: Annotated[str | None, typer.Option("--log-level", help="debug, info, warning or error.")] = None,
 ) -> None:
-    state.config_path = config
-    state.log_level = log_level
+    ctx.obj = CliContext(config_path=config, log_level=log_level)
 
 
-def get_config() -> Config:
-    """Load and validate the config once per command, and set up logging from it."""
-    cfg = load_config(state.config_path)
-    setup_logging(state.log_level or cfg.logging.level, cfg.logging.format, cfg.logging.log_transcripts)
-    return cfg
-
-
-def _register() -> None:
-    # Each area owns its commands; importing them here keeps this file small and conflict-free.
-    from agent.commands import register
-
-    register(app)
+# One line per group, in the order `--help` lists them.
+for group in (turns, demo, daemon, control, speech, outbox, bench, models):
+    group.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
     try:
         # With standalone_mode=False click returns a command's exit status instead of exiting.
         status = app(args=argv, standalone_mode=False)
@@ -72,10 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors come through here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors come through here with standalone_mode=False. They are click's ClickException, which
+        # recent typer vendors (typer._click): recognised by what they do, not by where click lives.
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         raise

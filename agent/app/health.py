@@ -16,8 +16,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
-from agent.logging import get_logger
-from agent.sdnotify import Notifier, watchdog_interval_s
+from agent.app.sdnotify import Notifier, watchdog_interval_s
+from agent.core.logging import get_logger
 
 log = get_logger("health")
 

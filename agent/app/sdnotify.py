@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-from agent.logging import get_logger
+from agent.core.logging import get_logger
 
 log = get_logger("sdnotify")
 
@@ -103,7 +103,7 @@ class Notifier:
         return self.notify(_status_line(text))
 
     def watchdog(self) -> bool:
-        """Keep-alive: send only while the pipeline is healthy (see agent.health.Watchdog)."""
+        """Keep-alive: send only while the pipeline is healthy (see agent.app.health.Watchdog)."""
         return self.notify("WATCHDOG=1")
 
     def watchdog_trigger(self) -> bool:
@@ -160,7 +160,7 @@ def watchdog_interval_s(environ: Mapping[str, str] | None = None, pid: int | Non
     return usec / 1_000_000
 
 
-# A process-wide notifier for the daemon's convenience: agent.sdnotify.ready(), .status("listening"), ...
+# A process-wide notifier for the daemon's convenience: agent.app.sdnotify.ready(), .status("listening"), ...
 _default: Notifier | None = None
 
 

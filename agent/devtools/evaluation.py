@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import CabinError
+from agent.core.errors import CabinError
 
 CASE_KEYS = frozenset({"id", "lang", "text", "expect", "category", "note", "family", "style"})
 SESSION_KEYS = frozenset({"id", "lang", "turns", "category", "note", "family"})

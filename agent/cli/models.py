@@ -10,7 +10,12 @@ from typing import Annotated
 
 import typer
 
-from agent.errors import CabinError, ConfigError, ModelError
+from agent.cli.context import cli_context, command_config
+from agent.core.config import DEFAULT_CONFIG_PATH, Config, model_store_dir
+from agent.core.errors import CabinError, ConfigError, ModelError
+from agent.models.engines import effective_engine
+from agent.models.fetch import human_size, open_store
+from agent.models.manifest import resolve
 
 ProfileOption = Annotated[
     str | None, typer.Option("--profile", "-p", help="Profile from the manifest (default: models.profile).")
@@ -20,11 +25,10 @@ ModelIds = Annotated[
 ]
 
 
-def _store_and_ids(model_ids: list[str] | None, profile: str | None):  # type: ignore[no-untyped-def]
-    from agent.cli import get_config
-    from agent.models.fetch import open_store
-
-    config = get_config()
+def _store_and_ids(  # type: ignore[no-untyped-def]
+    ctx: typer.Context, model_ids: list[str] | None, profile: str | None
+):
+    config = command_config(ctx)
     store = open_store(config)
     name = profile or config.models.profile
     if model_ids:
@@ -35,13 +39,12 @@ def _store_and_ids(model_ids: list[str] | None, profile: str | None):  # type: i
 
 
 def list_models(
+    ctx: typer.Context,
     profile: ProfileOption = None,
     all_models: Annotated[bool, typer.Option("--all", "-a", help="Every model in the manifest.")] = False,
 ) -> None:
     """List models with role, language, size and state (verified, present, missing, unpinned)."""
-    from agent.models.fetch import human_size
-
-    store, ids, name = _store_and_ids(None, profile)
+    store, ids, name = _store_and_ids(ctx, None, profile)
     if all_models:
         ids = [m.id for m in store.manifest.models]
     defaults: dict[str, list[str]] = {}
@@ -70,12 +73,13 @@ def list_models(
 
 
 def fetch(
+    ctx: typer.Context,
     model_ids: ModelIds = None,
     profile: ProfileOption = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even when verified.")] = False,
 ) -> None:
     """Download and verify models into the store (instant for models already verified)."""
-    store, ids, name = _store_and_ids(model_ids, profile)
+    store, ids, name = _store_and_ids(ctx, model_ids, profile)
     started = time.monotonic()
     failed: list[str] = []
     for model_id in ids:
@@ -98,7 +102,7 @@ def fetch(
     took = time.monotonic() - started
     scope = f"profile {name}" if not model_ids else f"{len(ids)} model(s)"
     if failed:
-        # Raised, not typer.Exit: agent.cli.main runs click with standalone_mode=False, where Exit means 0.
+        # Raised, not typer.Exit: agent.cli.main.main runs click with standalone_mode=False, where Exit means 0.
         raise ModelError(
             f"{len(failed)} of {len(ids)} model(s) could not be fetched ({scope}, {took:.1f} s): "
             + ", ".join(failed),
@@ -108,10 +112,10 @@ def fetch(
     typer.echo(f"{len(ids)} model(s) verified in {store.root} ({scope}, {took:.1f} s)")
 
 
-def verify(model_ids: ModelIds = None, profile: ProfileOption = None) -> None:
+def verify(ctx: typer.Context, model_ids: ModelIds = None, profile: ProfileOption = None) -> None:
     """Re-hash every file against its published checksum; exit non-zero naming each missing, corrupt or
     unpinned file (an unpinned file matches only what was recorded at first fetch: it cannot be verified)."""
-    store, ids, name = _store_and_ids(model_ids, profile)
+    store, ids, name = _store_and_ids(ctx, model_ids, profile)
     bad: list[str] = []
     for model_id in ids:
         started = time.monotonic()
@@ -152,16 +156,14 @@ class _Checks:
         typer.echo(f"{level:<4}  {what:<14} {message}")
 
 
-def _check_config(checks: _Checks):  # type: ignore[no-untyped-def]
-    from agent.cli import get_config, state
-    from agent.config import DEFAULT_CONFIG_PATH, Config
-
+def _check_config(ctx: typer.Context, checks: _Checks):  # type: ignore[no-untyped-def]
+    root = cli_context(ctx)
     try:
-        config = get_config()
+        config = root.config()
     except ConfigError as err:
         checks.line("FAIL", "config", f"{err.message} (fix the file; checking the rest with defaults)")
         return Config()
-    source = state.config_path or os.environ.get("CABIN_AGENT_CONFIG")
+    source = root.config_path or os.environ.get("CABIN_AGENT_CONFIG")
     if source is None:
         source = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else "built-in defaults"
     checks.line(
@@ -171,9 +173,6 @@ def _check_config(checks: _Checks):  # type: ignore[no-untyped-def]
 
 
 def _check_models(checks: _Checks, config) -> None:  # type: ignore[no-untyped-def]
-    from agent.models.fetch import open_store
-    from agent.models.manifest import resolve
-
     try:
         store = open_store(config)
         entries = store.manifest.profile_models(config.models.profile)
@@ -198,9 +197,8 @@ def _check_models(checks: _Checks, config) -> None:  # type: ignore[no-untyped-d
         else:
             first = status.problems()[0]
             checks.line("FAIL", "models", f"{what}: {first.location} {first.state}; run: {fix}")
-    # Which model each configured engine will load; engines without model files are skipped.
-    from agent.voice import effective_engine  # "auto" engines: the profile default's engine
-
+    # Which model each configured engine will load ("auto": the profile default's); engines without model files
+    # are skipped.
     def engine_of(role: str) -> str | None:
         try:
             return effective_engine(config, role)  # type: ignore[arg-type]
@@ -274,8 +272,6 @@ def _check_llama(checks: _Checks) -> None:
 
 
 def _check_store(checks: _Checks, config) -> None:  # type: ignore[no-untyped-def]
-    from agent.config import model_store_dir
-
     root = model_store_dir(config)
     probe = root if root.exists() else next((p for p in root.parents if p.exists()), Path("/"))
     if os.access(probe, os.W_OK):
@@ -284,10 +280,10 @@ def _check_store(checks: _Checks, config) -> None:  # type: ignore[no-untyped-de
         checks.line("WARN", "store", f"{root} not writable; fix: set models.store or run as the service user")
 
 
-def doctor() -> None:
+def doctor(ctx: typer.Context) -> None:
     """Check config, models, audio devices and the LLM runtime; print OK/WARN/FAIL and what to do."""
     checks = _Checks()
-    config = _check_config(checks)
+    config = _check_config(ctx, checks)
     _check_store(checks, config)
     _check_models(checks, config)
     _check_audio(checks, config)

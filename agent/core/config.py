@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/cabin-agent/config.yaml")
 ENV_PREFIX = "CABIN_AGENT__"  # CABIN_AGENT__SERVICES__MEALS__API_KEY=... overrides services.meals.api_key
@@ -251,7 +251,7 @@ def control_socket_path(config: Config) -> Path:
         return config.control.socket_path
     if os.environ.get("RUNTIME_DIRECTORY"):
         return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0]) / "control.sock"
-    # The fallback under /tmp is trusted only if it is ours (agent/control.py checks owner and mode): named by
+    # The fallback under /tmp is trusted only if it is ours (agent/app/control.py checks owner and mode): named by
     # the effective uid, the one the check compares with.
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/cabin-agent-{os.geteuid()}"
     return Path(runtime) / "cabin-agent" / "control.sock"

@@ -1,16 +1,27 @@
-"""Commands that run turns through the local model: say, chat, eval."""
+"""Commands that run turns through the local model: say (also from a WAV file), chat, eval."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from agent.asr.base import usable
+from agent.audio.chunk import AudioChunk
+from agent.audio.sources import block_samples, read_wav, split_blocks
+from agent.cli.context import command_config
+from agent.core.config import Config
+from agent.core.logging import get_logger
+from agent.loop.stages import bias_vocabulary, load_recognizer
+from agent.models.engines import resolved_config
 from agent.understanding.engine import Assistant, TurnResult
+
+log = get_logger("pipeline")
 
 
 def print_turn(result: TurnResult, out: Any = sys.stdout) -> None:
@@ -56,23 +67,52 @@ async def speak_to_wav(config: Any, text: str, language: str, path: Path) -> flo
 
 
 async def _assistant(config: Any) -> Assistant:
-    from agent.runtime import build_assistant
+    from agent.app.wiring import build_assistant
 
     return await build_assistant(config)
 
 
-def register(app: typer.Typer) -> None:
-    from agent.cli import get_config
+async def _iterate(chunks: Sequence[AudioChunk]) -> AsyncIterator[AudioChunk]:
+    for chunk in chunks:
+        yield chunk
 
+
+async def transcribe_file(config: Config, path: str | Path) -> str:
+    """The recognised text of a WAV file (any rate/channels), biased like the voice loop: `say --audio`."""
+    from agent.plugins.loader import load_registry
+
+    config = resolved_config(config)  # this command's wiring: the engines that will run
+    audio = await asyncio.to_thread(read_wav, path, 16000)
+    registry = None
+    if config.asr.bias_vocabulary:
+        try:
+            registry = await asyncio.to_thread(load_registry, config)
+        except Exception as err:  # noqa: BLE001 - recognition still works without the bias
+            log.warning("vocabulary-unavailable", error=str(err))
+    recognizer = await load_recognizer(config, bias_vocabulary(config, registry))
+    try:
+        final = ""
+        async for transcript in recognizer.transcribe(
+            _iterate(split_blocks(audio, block_samples(16000, 30)))
+        ):
+            if transcript.is_final:
+                final = transcript.text
+        return final.strip()
+    finally:
+        await recognizer.aclose()
+
+
+def register(app: typer.Typer) -> None:
     @app.command()
     def say(
+        ctx: typer.Context,
         text: Annotated[str | None, typer.Argument(help="What the driver says.")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
         wav: Annotated[Path | None, typer.Option("--wav", help="Also write the spoken reply to this WAV file.")] = None,
         audio: Annotated[Path | None, typer.Option("--audio", help="Take the request from a WAV file.")] = None,
     ) -> None:
         """Run one turn through the local model and print the calls and the reply."""
-        config = get_config()
+        config = command_config(ctx)
         if (text is None) == (audio is None):
             raise typer.BadParameter("give the request as TEXT or with --audio FILE.wav (one of them)")
 
@@ -80,13 +120,11 @@ def register(app: typer.Typer) -> None:
             transcript = None
             spoken = text
             if audio is not None:
-                from agent.voice import transcribe_file
-
                 transcript = await transcribe_file(config, audio)
                 spoken = transcript
             assistant = await _assistant(config)
             try:
-                if audio is not None and not _usable(spoken or ""):
+                if audio is not None and not usable(spoken or ""):
                     from agent.understanding.replies import line
 
                     result = _not_caught(spoken or "", config.language, line(config.language, "not_caught"))
@@ -109,9 +147,9 @@ def register(app: typer.Typer) -> None:
             print_turn(result)
 
     @app.command()
-    def chat() -> None:
+    def chat(ctx: typer.Context) -> None:
         """An interactive text conversation with the car (context is kept between turns)."""
-        config = get_config()
+        config = command_config(ctx)
 
         async def run() -> None:
             assistant = await _assistant(config)
@@ -132,6 +170,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def eval_cmd(
+        ctx: typer.Context,
         sets: Annotated[list[Path], typer.Argument(help="JSONL files of cases and sessions (see docs/eval.md).")],
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
         limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases and N sessions.")] = None,
@@ -141,10 +180,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score many turns and sessions: tool and argument accuracy per family and language, no-tool accuracy,
         session turns (also right after a refusal), latency."""
-        from agent.eval_run import eval_world, evaluate
-        from agent.evaluation import format_report, load_eval
+        from agent.devtools.eval_run import eval_world, evaluate
+        from agent.devtools.evaluation import format_report, load_eval
 
-        config = get_config()
+        config = command_config(ctx)
         cases, sessions = [], []
         for path in sets:
             found_cases, found_sessions = load_eval(path)
@@ -179,14 +218,6 @@ def register(app: typer.Typer) -> None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(report.to_json(indent=1), encoding="utf-8")
         print(text if as_json else format_report(report, verbose=True))
-
-
-def _usable(text: str) -> bool:
-    try:
-        from agent.asr.base import usable
-    except ImportError:
-        return bool(text.strip())
-    return usable(text)
 
 
 def _not_caught(text: str, language: str, reply: str) -> TurnResult:

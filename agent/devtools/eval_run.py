@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config
-from agent.evaluation import (
+from agent.core.config import Config
+from agent.devtools.evaluation import (
     EvalCase,
     EvalReport,
     EvalSession,

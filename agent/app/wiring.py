@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent.config import Config, cache_dir
-from agent.events import EventBus
+from agent.core.config import Config, cache_dir
+from agent.core.events import EventBus
 from agent.plugins.loader import ToolRegistry, load_registry
 from agent.understanding.engine import Assistant
 

@@ -23,12 +23,14 @@ from agent.asr.base import Recognizer, usable
 from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import AudioSink
 from agent.audio.vad import Endpointer, EndReason
-from agent.config import Config
-from agent.events import EventBus, TurnTimings, now_ms
-from agent.understanding.replies import line
-from agent.logging import get_logger
+from agent.core.config import Config
+from agent.core.events import EventBus, TurnTimings, now_ms
+from agent.core.logging import get_logger
+from agent.loop.stages import bias_vocabulary, build_stages
+from agent.models.engines import resolved_config
 from agent.tts.base import Synthesizer
 from agent.tts.sentences import speak_stream
+from agent.understanding.replies import line
 from agent.wake.base import Detection
 from agent.wake.detector import WakeDetector
 
@@ -61,7 +63,7 @@ class State(StrEnum):
 
 @dataclass
 class TurnRecord:
-    """One request from trigger to silence. `marks` are monotonic ms (agent.events.now_ms)."""
+    """One request from trigger to silence. `marks` are monotonic ms (agent.core.events.now_ms)."""
 
     index: int
     trigger: str  # wake, push-to-talk, follow-up, text (the control socket's say)
@@ -209,10 +211,11 @@ class VoicePipeline:
         announcements: AsyncIterable[Any] | None = None,
         health_beat: Callable[[], None] | None = None,
     ) -> VoicePipeline:
-        """Load the stages the config names (models from the store) around an assistant, a source and a sink."""
-        from agent.voice import build_stages
+        """Load the stages the config names (models from the store) around an assistant, a source and a sink.
 
-        stages = await build_stages(config, getattr(assistant, "registry", None))
+        The loop is wired here: "auto" engines are resolved once and the stages get concrete names.
+        """
+        stages = await build_stages(resolved_config(config), getattr(assistant, "registry", None))
         return cls(
             stages.config,
             assistant,
@@ -232,8 +235,6 @@ class VoicePipeline:
         the last turn (new dishes, today's restaurants), contacts, places."""
         if not self.config.asr.bias_vocabulary:
             return
-        from agent.voice import bias_vocabulary
-
         words = bias_vocabulary(self.config, getattr(self.assistant, "registry", None))
         if words != self._vocabulary:
             self._vocabulary = words
@@ -687,9 +688,3 @@ class VoicePipeline:
             if getattr(self.source, "connected", True) is False and self.health_beat is not None:
                 self.health_beat()
 
-
-async def announcements_from(events: EventBus) -> AsyncIterator[dict[str, Any]]:
-    """The outbox's `announcement` events as pipeline announcements: `VoicePipeline(announcements=...)`."""
-    async for event in events.subscribe():
-        if event.type == "announcement":
-            yield dict(event.data)

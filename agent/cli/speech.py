@@ -12,8 +12,14 @@ from typing import Annotated
 
 import typer
 
+from agent.asr.base import usable
+from agent.asr.factory import load_recognizer
 from agent.audio.chunk import AudioChunk
 from agent.audio.sources import block_samples, read_wav, split_blocks
+from agent.cli.context import command_config
+from agent.models.engines import effective_engine, require_installed
+from agent.tts.factory import load_synthesizer
+from agent.tts.sentences import speak_stream
 
 BLOCK_MS = 30
 
@@ -44,6 +50,7 @@ async def _iterate(chunks: list[AudioChunk]) -> AsyncIterator[AudioChunk]:
 def register(app: typer.Typer) -> None:
     @app.command()
     def transcribe(
+        ctx: typer.Context,
         wav: Annotated[Path, typer.Argument(help="16-bit PCM WAV file (any rate, mono or stereo).")],
         engine: Annotated[str | None, typer.Option(help="vosk or whisper (default: asr.engine).")] = None,
         model: Annotated[
@@ -60,16 +67,14 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
     ) -> None:
         """Print the recognised text of a WAV file."""
-        from agent.asr.base import usable
-        from agent.asr.factory import load_recognizer
-        from agent.cli import get_config
-
-        config = get_config()
+        config = command_config(ctx)
+        chosen = engine or effective_engine(config, "asr")  # "auto": the profile default's engine
+        require_installed(chosen, "asr")
         blocks, seconds = read_wav_chunks(wav)
         use_bias = config.asr.bias_vocabulary if bias is None else bias
 
         async def run() -> dict:
-            asr = await load_recognizer(config, engine=engine, model_dir=model)
+            asr = await load_recognizer(config, engine=chosen, model_dir=model)
             try:
                 if grammar and hasattr(asr, "set_mode"):  # vosk only; whisper has no grammar
                     asr.set_mode("grammar")
@@ -106,6 +111,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def speak(
+        ctx: typer.Context,
         text: Annotated[
             str, typer.Argument(help="What to say (numbers, units and times are spoken naturally).")
         ],
@@ -115,11 +121,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Synthesise TEXT with the configured Piper voice into a WAV file."""
-        from agent.cli import get_config
-        from agent.tts.factory import load_synthesizer
-        from agent.tts.sentences import speak_stream
-
-        config = get_config()
+        config = command_config(ctx)
 
         async def run() -> tuple[float, float, float]:
             tts = await load_synthesizer(config, voice=voice)

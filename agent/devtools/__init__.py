@@ -1,0 +1,1 @@
+"""Development tools beside the runtime (bench, demo, eval); the runtime never imports them."""
