@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 
 from agent.core.config import Config
+from agent.core.words import numbers_in, string_grounded, value_grounded, zh_number
 from agent.plugins.loader import load_registry
 from agent.plugins.meals import MealsPlugin
 from agent.plugins.vehicle import VehiclePlugin
-from agent.understanding.grounding import (
-    ground_arguments,
-    numbers_in,
-    string_grounded,
-    value_grounded,
-    zh_number,
-)
+from agent.understanding.grounding import ground_arguments
 
 CONFIG = Config()
 TOOLS = {t.name: t for t in VehiclePlugin(CONFIG).tools() + MealsPlugin(CONFIG).tools()}

@@ -7,10 +7,9 @@ at `max_utterance_seconds`, or (quietly) after `no_speech_timeout_seconds` with 
 
 from __future__ import annotations
 
-import sys
-
 import asyncio
 import math
+import sys
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum

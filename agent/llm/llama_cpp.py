@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from agent.core.errors import LlmError, ModelError
-from agent.llm.base import ChatPrompt, GenerationStep
 from agent.core.logging import get_logger
+from agent.llm.base import ChatPrompt, GenerationStep
 
 log = get_logger("llm")
 

@@ -33,8 +33,8 @@ from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry, Out
 from agent.services.client import ServiceClient, client_for, counts_against_link
 
 if TYPE_CHECKING:
-    from agent.core.config import Config
     from agent.connectivity.monitor import ConnectivityMonitor
+    from agent.core.config import Config
     from agent.core.events import EventBus
 
 log = get_logger("outbox")
@@ -392,8 +392,8 @@ def _with_result(entry: Entry, result: dict[str, Any] | None) -> Entry:
 
 async def run_standalone(config: Config, *, probe: bool = True, **dispatcher_kwargs: Any) -> None:
     """The dispatcher as its own process: its store, its connectivity monitor, until SIGTERM/cancel."""
-    from agent.core.config import outbox_path
     from agent.connectivity.monitor import ConnectivityMonitor
+    from agent.core.config import outbox_path
     from agent.outbox.recovery import open_owned
 
     store, _ = await asyncio.to_thread(open_owned, outbox_path(config), language=config.language)

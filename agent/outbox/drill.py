@@ -28,8 +28,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agent.core.config import validate
 from agent.connectivity.monitor import ConnectivityMonitor
+from agent.core.config import validate
 from agent.core.errors import EX_UNAVAILABLE
 from agent.core.logging import setup_logging
 from agent.outbox.dispatcher import Dispatcher

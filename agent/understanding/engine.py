@@ -24,14 +24,15 @@ from typing import Any
 from agent.core.config import Config
 from agent.core.errors import LlmError
 from agent.core.events import EventBus, TurnTimings
-from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
 from agent.core.logging import bind_turn, get_logger, unbind_turn
+from agent.core.words import has_cjk
+from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolResult
 from agent.plugins.loader import ToolRegistry
 from agent.understanding.confirmation import Pending as PendingKind
 from agent.understanding.confirmation import bare_answer, classify_answer
 from agent.understanding.context import Conversation
-from agent.understanding.grounding import ground_arguments, has_cjk, prune_schema
+from agent.understanding.grounding import ground_arguments, prune_schema
 from agent.understanding.language import detect_language
 from agent.understanding.prompt import build_prompt
 from agent.understanding.replies import claims_action, line

@@ -16,13 +16,13 @@ from typing import Any
 
 from agent.core.errors import ServiceError
 from agent.core.logging import get_logger
+from agent.core.words import numbers_in
 from agent.outbox.messages import outcome_text
 from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.meals.catalogue import Catalogue, norm
 from agent.plugins.meals.orders import describe, prepare_order
 from agent.plugins.vehicle.state import match_name
-from agent.understanding.grounding import numbers_in
 from agent.services.access import Queued, ServiceAccess
 
 log = get_logger("meals")

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.understanding.grounding import zh_number
+from agent.core.words import zh_number
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _ZH_COUNT = re.compile(r"([零一二两俩三四五六七八九十]+|\d+)\s*(?:杯|份|个|碗|瓶|罐|盒|块|只|串|张|根|听|打|盘|笼|袋)")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.core.words import numbers_in, string_grounded
 from agent.plugins.base import Question
 from agent.plugins.meals.catalogue import Catalogue, MenuItem, Restaurant, norm
-from agent.understanding.grounding import numbers_in, string_grounded
 
 SIZE_EN = {"small": "small", "medium": "medium", "large": "large", "regular": ""}
 SIZE_ZH = {"small": "小份", "medium": "中份", "large": "大份", "regular": ""}

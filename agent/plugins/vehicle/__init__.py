@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agent.core.words import numbers_in
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.vehicle.state import SimulatedVehicle, VehicleAdapter, match_name
-from agent.understanding.grounding import numbers_in
 
 ZONES = ["all", "driver", "passenger", "rear"]
 MEDIA_KINDS = ["music", "radio", "podcast", "audiobook"]
