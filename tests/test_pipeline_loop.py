@@ -24,7 +24,8 @@ from agent.core.config import Config, VadConfig, WakeConfig
 from agent.core.events import EventBus, TurnTimings, now_ms
 from agent.loop.pipeline import State, VoicePipeline
 from agent.plugins.loader import ToolRegistry
-from agent.understanding.engine import Assistant, ToolCallRecord, TurnResult
+from agent.understanding.engine import Assistant
+from agent.understanding.record import ToolCallRecord, TurnResult
 from agent.wake.detector import WakeDetector
 
 RATE = 16000

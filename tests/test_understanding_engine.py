@@ -13,7 +13,8 @@ from agent.core.errors import LlmError
 from agent.plugins.loader import ToolRegistry
 from agent.plugins.vehicle import VehiclePlugin
 from agent.understanding import engine
-from agent.understanding.engine import Assistant, TurnResult
+from agent.understanding.engine import Assistant
+from agent.understanding.record import TurnResult
 from agent.understanding.replies import line
 
 TURN_TIMEOUT_S = 10

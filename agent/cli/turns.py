@@ -19,7 +19,8 @@ from agent.core.config import Config
 from agent.core.logging import get_logger
 from agent.loop.stages import bias_vocabulary, load_recognizer
 from agent.models.engines import resolved_config
-from agent.understanding.engine import Assistant, TurnResult
+from agent.understanding.engine import Assistant
+from agent.understanding.record import TurnResult
 
 log = get_logger("pipeline")
 

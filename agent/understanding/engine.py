@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from agent.core.config import Config
@@ -35,6 +34,7 @@ from agent.understanding.context import Conversation
 from agent.understanding.grounding import ground_arguments, prune_schema
 from agent.understanding.language import detect_language
 from agent.understanding.prompt import build_prompt
+from agent.understanding.record import Pending, ToolCallRecord, TurnInProgress, TurnResult
 from agent.understanding.replies import claims_action, line
 from agent.understanding.wire import Call, Decision, call_format
 
@@ -47,111 +47,6 @@ MAX_CALLS_PER_TURN = 3
 REJECTED = frozenset({"unknown-tool", "invalid", "not-applicable"})
 _DONE = object()
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
-
-
-@dataclass
-class ToolCallRecord:
-    name: str
-    arguments: dict[str, Any]
-    result: dict[str, Any] | None = None
-    valid: bool = True
-    # ok, failed: it ran. awaiting-confirmation: waits for the driver's yes. asking: waits for a missing value.
-    # declined: its plugin said why it cannot be done, before anything ran. cancelled: the driver said no.
-    # invalid, unknown-tool, not-applicable (the plugin found it was no request for this tool): not calls.
-    status: str = "ok"
-    error: str | None = None
-    dropped_arguments: dict[str, Any] = field(default_factory=dict)
-    needs_confirmation: bool = False
-    model_arguments: dict[str, Any] | None = None  # what the model wrote, before grounding and the plugin
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "arguments": self.arguments, "result": self.result, "valid": self.valid,
-               "status": self.status, "needs_confirmation": self.needs_confirmation}
-        if self.error:
-            out["error"] = self.error
-        if self.dropped_arguments:
-            out["dropped_arguments"] = self.dropped_arguments
-        if self.model_arguments is not None and self.model_arguments != self.arguments:
-            out["model_arguments"] = self.model_arguments
-        return out
-
-
-@dataclass
-class TurnResult:
-    turn_id: str
-    text: str
-    language: str
-    tool_calls: list[ToolCallRecord]
-    reply: str
-    timings_ms: dict[str, float]
-    awaiting_confirmation: bool = False
-    transcript: str | None = None
-    # Calls the model attempted that never reached a plugin: kept for eval and logs.
-    rejected_calls: list[ToolCallRecord] = field(default_factory=list)
-    asked: bool = False  # the reply is a question for a missing value
-    decision: dict[str, Any] = field(default_factory=dict)  # the labels the model weighed, for logs and eval
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "text": self.text,
-            "tool_calls": [c.as_dict() for c in self.tool_calls],
-            "reply": self.reply,
-            "timings_ms": self.timings_ms,
-            "language": self.language,
-            "turn_id": self.turn_id,
-            "awaiting_confirmation": self.awaiting_confirmation,
-            "asked": self.asked,
-            "rejected_calls": [c.as_dict() for c in self.rejected_calls],
-        }
-        if self.decision:
-            out["decision"] = self.decision
-        if self.transcript is not None:
-            out["transcript"] = self.transcript
-        return out
-
-
-@dataclass
-class Pending:
-    """A call waiting on the driver: a yes to a confirmation question, or the answer to a question."""
-
-    tool: Tool
-    arguments: dict[str, Any]
-    language: str
-    utterance: str
-    expires_at: float
-    prepared: Prepared | None = None
-    question: Question | None = None  # None: waiting for a yes
-    asked: str = ""  # what the car said, for asking again
-    asked_again: bool = False
-
-    @property
-    def kind(self) -> PendingKind:
-        return PendingKind.CANCEL if self.tool.name == "cancel_order" else PendingKind.PURCHASE
-
-
-@dataclass
-class _Turn:
-    """What one turn builds up while it runs."""
-
-    text: str
-    ctx: ToolContext
-    timings: TurnTimings
-    emit: Callable[[str], Any]
-    calls: list[ToolCallRecord] = field(default_factory=list)
-    made: list[Call] = field(default_factory=list)  # calls that ran or wait, as the history will show them
-    replies: list[str] = field(default_factory=list)
-    awaiting: bool = False
-    asked: bool = False
-    decision: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def language(self) -> str:
-        return self.ctx.language
-
-    def say(self, text: str) -> None:
-        if text:
-            self.replies.append(text)
-            self.emit(text if len(self.replies) == 1 else " " + text)
 
 
 class Assistant:
@@ -272,7 +167,7 @@ class Assistant:
         recent = [c for e in self.conversation.current() for c in e.decision.calls]
         ctx = ToolContext(config=self.config, language=language, utterance=text, services=self.services,
                           recent=recent)
-        t = _Turn(text, ctx, timings, on_text or (lambda _t: None))
+        t = TurnInProgress(text, ctx, timings, on_text or (lambda _t: None))
         self.events.publish("turn-started", turn_id=turn_id)
         log.info("turn-started", text=text, language=language)
         try:
@@ -291,7 +186,7 @@ class Assistant:
         log.info("turn-finished", reply=reply, tools=[c.name for c in t.calls], timings_ms=result.timings_ms)
         return result
 
-    async def _run(self, t: _Turn) -> None:
+    async def _run(self, t: TurnInProgress) -> None:
         pending, self.pending = self.pending, None
         if pending is not None and self._clock() > pending.expires_at:
             pending = None
@@ -309,7 +204,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ answers to what the car asked
 
-    async def _answer_confirmation(self, t: _Turn, pending: Pending) -> bool:
+    async def _answer_confirmation(self, t: TurnInProgress, pending: Pending) -> bool:
         """True when the utterance was an answer to "Shall I order it?" and has been dealt with."""
         answer = classify_answer(t.text, action=pending.kind)
         log.info("confirmation-answer", kind=answer.kind, reason=answer.reason)
@@ -360,13 +255,13 @@ class Assistant:
         self._wait_again(t, pending)
         return True
 
-    def _wait_again(self, t: _Turn, pending: Pending) -> None:
+    def _wait_again(self, t: TurnInProgress, pending: Pending) -> None:
         """Keep waiting for the answer (no new call was made this turn: the one asked about still waits)."""
         pending.expires_at = self._clock() + CONFIRMATION_TIMEOUT_S
         self.pending = pending
         t.awaiting = pending.question is None
 
-    async def _answer_question(self, t: _Turn, pending: Pending) -> bool:
+    async def _answer_question(self, t: TurnInProgress, pending: Pending) -> bool:
         """The driver answers "What size?" / "Which package?": fill the value and go on with the call."""
         question = pending.question
         plugin = self._plugin(pending.tool)
@@ -384,7 +279,7 @@ class Assistant:
         await self._proceed(t, pending.tool, filled, model_arguments=filled, from_answer=True)
         return True
 
-    async def _fill_with_model(self, t: _Turn, pending: Pending) -> dict[str, Any] | None:
+    async def _fill_with_model(self, t: TurnInProgress, pending: Pending) -> dict[str, Any] | None:
         """Ask the model what the answer means, with the pending call in view; keep it only if it is the same
         tool (anything else is a new request)."""
         decision = await self._decide(t, context=[(pending.utterance, Decision((Call(pending.tool.name,
@@ -396,7 +291,7 @@ class Assistant:
         merged = {**pending.arguments, **{k: v for k, v in said.items() if v not in (None, "", [])}}
         return merged if merged != pending.arguments else None
 
-    async def _amend(self, t: _Turn, pending: Pending, change: str, *,
+    async def _amend(self, t: TurnInProgress, pending: Pending, change: str, *,
                      words_only: bool = False) -> dict[str, Any] | None:
         """ "Yes, but make it two": the change applied to the pending call, read from the words (a size, a
         count, another item, where to deliver) or else decoded by the model (unless `words_only`)."""
@@ -419,7 +314,7 @@ class Assistant:
         merged = {**pending.arguments, **said}
         return merged if merged != pending.arguments else None
 
-    async def _peek(self, t: _Turn) -> str:
+    async def _peek(self, t: TurnInProgress) -> str:
         """Which label the model gives this utterance (without acting on it)."""
         prompt = await self._prompt(t.text)
         scores = await self._in_worker(self.model.score, prompt.tokens, list(self._label_tokens().values()))
@@ -437,7 +332,7 @@ class Assistant:
         return await self._in_worker(self.model.render, messages, [])
 
     async def _decide(
-        self, t: _Turn, *, context: list[tuple[str, Decision]] | None = None, only: str | None = None,
+        self, t: TurnInProgress, *, context: list[tuple[str, Decision]] | None = None, only: str | None = None,
         utterance: str | None = None,
     ) -> tuple[str, dict[str, Any]] | None:
         """One label (and its arguments, for a tool) for `utterance` with `context` in view."""
@@ -470,7 +365,7 @@ class Assistant:
             return None, base + ids
         return {k: _clean(v) for k, v in arguments.items()}, base + ids
 
-    async def _understand(self, t: _Turn) -> None:
+    async def _understand(self, t: TurnInProgress) -> None:
         prompt = await self._prompt(t.text)
         t.timings.mark("prompt_ready")
         labels = self._label_tokens()
@@ -530,7 +425,7 @@ class Assistant:
             return None
         return names[best]
 
-    async def _speak(self, t: _Turn, tokens: Sequence[int]) -> None:
+    async def _speak(self, t: TurnInProgress, tokens: Sequence[int]) -> None:
         """Words, streamed a sentence at a time; a sentence that claims an action no tool took is not said."""
         base = list(tokens) + self.model.tokenize(self.format.say_label + self.format.say_opening)
         stops = self.model.tokenize("\n")[:1]
@@ -554,7 +449,7 @@ class Assistant:
         if not t.replies:
             t.say(line(t.language, "not_caught"))
 
-    def _say_sentence(self, t: _Turn, sentence: str, first: bool) -> bool:
+    def _say_sentence(self, t: TurnInProgress, sentence: str, first: bool) -> bool:
         sentence = sentence.strip()
         if not sentence:
             return True
@@ -570,7 +465,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ from arguments to a call
 
-    async def _proceed(self, t: _Turn, tool: Tool, arguments: dict[str, Any], *,
+    async def _proceed(self, t: TurnInProgress, tool: Tool, arguments: dict[str, Any], *,
                        model_arguments: dict[str, Any] | None = None, from_answer: bool = False) -> bool:
         """Ground, prepare, ask or confirm, run. True when the turn must stop here (a question is out)."""
         record = ToolCallRecord(tool.name, dict(arguments), needs_confirmation=tool.needs_confirmation,
@@ -626,7 +521,7 @@ class Assistant:
         await self._execute(t, tool, record, prepared)
         return False
 
-    def _ask(self, t: _Turn, tool: Tool, record: ToolCallRecord, arguments: dict[str, Any],
+    def _ask(self, t: TurnInProgress, tool: Tool, record: ToolCallRecord, arguments: dict[str, Any],
              question: Question) -> bool:
         record.status, record.arguments = "asking", dict(arguments)
         self.pending = Pending(tool, dict(arguments), t.language, t.ctx.utterance,
@@ -639,7 +534,7 @@ class Assistant:
         en, zh = tool.questions.get(slot, ("Could you tell me the details?", "能说一下具体要求吗？"))
         return zh if language == "zh" else en
 
-    async def _prepare(self, t: _Turn, tool: Tool, arguments: dict[str, Any]) -> Prepared:
+    async def _prepare(self, t: TurnInProgress, tool: Tool, arguments: dict[str, Any]) -> Prepared:
         plugin = self._plugin(tool)
         if plugin is None:
             return Prepared(dict(arguments))
@@ -649,7 +544,7 @@ class Assistant:
             log.warning("prepare-failed", tool=tool.name, error=f"{type(err).__name__}: {err}")
             return Prepared(dict(arguments), problem=line(t.language, "failed"))
 
-    async def _confirmation(self, t: _Turn, tool: Tool, prepared: Prepared) -> str | None:
+    async def _confirmation(self, t: TurnInProgress, tool: Tool, prepared: Prepared) -> str | None:
         plugin = self._plugin(tool)
         ask = getattr(plugin, "confirmation_prompt", None)
         if ask is None:
@@ -662,7 +557,7 @@ class Assistant:
             log.warning("confirmation-prompt-failed", tool=tool.name, error=str(err))
             return None
 
-    async def _execute(self, t: _Turn, tool: Tool, record: ToolCallRecord, prepared: Prepared | None) -> None:
+    async def _execute(self, t: TurnInProgress, tool: Tool, record: ToolCallRecord, prepared: Prepared | None) -> None:
         result: ToolResult = await self.registry.call(tool.name, record.arguments, t.ctx)
         t.timings.mark("tool_done")
         self.events.publish("tool-done", tool=tool.name, ok=result.ok)
