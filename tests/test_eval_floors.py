@@ -23,13 +23,16 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 DATA = Path(__file__).parent / "data" / "eval"
 SINGLES_PER_LANGUAGE = 60
 SESSIONS = 12
+# Measured on this sample (2026-12-02, bench/results/eval/2026-12-02-holdout-understanding.json and the dev
+# sessions run): tool 95.5 %, args 87.6 %, no-tool 90.3 % (31 cases: one is 3 points), schema 100 %, session
+# turns about 85-90 %, after a refusal about 89 %.
 FLOORS = {
     "tool_accuracy": 0.90,
-    "args_accuracy": 0.82,
-    "no_tool_accuracy": 0.85,
+    "args_accuracy": 0.80,
+    "no_tool_accuracy": 0.83,
     "schema_valid_rate": 1.0,
-    "session_turns": 0.85,
-    "after_refusal": 0.85,
+    "session_turns": 0.80,
+    "after_refusal": 0.78,
 }
 
 
