@@ -126,6 +126,16 @@ def _names_it(name: str, target: str) -> bool:
     return all(word in _AROUND_EN for word in rest)
 
 
+def named_in(words: str, candidates: list[tuple[str, list[str], T]]) -> T | None:
+    """The candidate whose name or alias is said somewhere in a whole sentence ("deliver it to the office",
+    "送到公司"); a one-character Chinese alias (家) is too common inside other words to count."""
+    said = _norm(words)
+    for _, names, item in candidates:
+        if any(_within(n, said) for n in map(_norm, names) if n and not (_cjk(n) and len(n) < 2)):
+            return item
+    return None
+
+
 def match_name(wanted: str, candidates: list[tuple[str, list[str], T]]) -> T | None:
     """Exact (case-insensitive) name or alias first, then a candidate whose name contains the words asked for,
     then one that sounds the same (Chinese) or is spelt nearly the same (Sara, Li Way)."""

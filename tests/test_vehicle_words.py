@@ -1,11 +1,13 @@
-"""Saved places and contacts found by what the driver called them, and never by a word that merely contains one."""
+"""The car's own words read from what the driver said: saved places and contacts by what the driver called them
+(never by a word that merely contains one), and the climate zone named."""
 
 from __future__ import annotations
 
 import pytest
 
 from agent.core.config import Config
-from agent.plugins.vehicle.state import match_name
+from agent.plugins.vehicle import zone_said
+from agent.plugins.vehicle.state import match_name, named_in
 
 CONFIG = Config()
 PLACES = [(p.name, [p.name, p.address, *p.aliases], p.name) for p in CONFIG.vehicle.places]
@@ -36,3 +38,19 @@ def test_a_contact_by_name_sound_or_near_spelling(said: str, contact: str) -> No
     if contact not in names:
         pytest.fail(f"the default contacts changed: {sorted(names)}")
     assert match_name(said, CONTACTS) == contact
+
+
+def test_a_place_named_inside_a_sentence() -> None:
+    assert named_in("deliver it to the office instead", PLACES) == "work"
+    assert named_in("送到公司", PLACES) == "work"
+    assert named_in("送到宜家", PLACES) is None  # 家 alone is too common inside other words
+
+
+@pytest.mark.parametrize(("said", "zone"), [
+    ("driver side 20", "driver"), ("passenger side to 19", "passenger"), ("set the back to 23", "rear"),
+    ("my wife is cold", "passenger"), ("all zones to 22", "all"), ("副驾驶那边调到19度", "passenger"),
+    ("后排调到23", "rear"), ("我这边太冷了", "driver"),
+    ("make it warmer", None), ("go back a song", None), ("rear and passenger to 20", None),
+])
+def test_the_zone_named_in_the_words(said: str, zone: str | None) -> None:
+    assert zone_said(said) == zone
