@@ -52,6 +52,7 @@ def sample() -> tuple[list[EvalCase], list[EvalSession]]:
     return cases, sessions
 
 
+@pytest.mark.timeout(1800)  # ~8 minutes alone on 2 cores; more when the machine is shared
 def test_the_held_out_sample_stays_above_its_floors(tmp_path: Path) -> None:
     from agent.app.wiring import build_assistant
     from agent.devtools.eval_run import eval_world, evaluate

@@ -198,11 +198,15 @@ def test_prune_schema_leaves_out_optional_arguments_nobody_cued():
 
     registry = load_registry(Config())
     climate = registry.get("set_climate")
-    relative = {"temperature_c", "temperature_change_c"}
-    assert set(prune_schema(climate, "set the temperature to 21 degrees")["properties"]) == relative
+    # A change only when the driver said which way: "passenger side to nineteen" is a setting.
+    assert set(prune_schema(climate, "set the temperature to 21 degrees")["properties"]) == {"temperature_c"}
+    assert set(prune_schema(climate, "passenger side to nineteen please")["properties"]) == {"temperature_c", "zone"}
+    assert set(prune_schema(climate, "make it two degrees warmer")["properties"]) == {
+        "temperature_c", "temperature_change_c"}
+    assert "temperature_change_c" in prune_schema(climate, "我这边有点冷")["properties"]
     assert set(prune_schema(climate, "turn on the AC and set the fan to 3")["properties"]) == {
-        *relative, "fan_level", "ac"}
-    every = prune_schema(climate, "passenger side to 20, fan 2, AC off")
+        "temperature_c", "fan_level", "ac"}
+    every = prune_schema(climate, "passenger side up to 20, fan 2, AC off")
     assert set(every["properties"]) == set(climate.parameters["properties"])
     assert every["properties"]["fan_level"]["enum"] == list(range(8))  # bounded: no fan level of 10**15
     order = registry.get("order_meal")

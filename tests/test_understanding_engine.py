@@ -59,6 +59,9 @@ SCRIPT = {
     "hmm, wait": call("media_control", action="pause"),  # a small model hears "wait" as pause
     "fan off": call("set_climate", fan_level=0),
     "passenger side too": call("set_climate", zone="passenger"),
+    # The zone said, left out by the model (the grammar lets it skip an optional property).
+    "passenger side to nineteen please": call("set_climate", temperature_c=19),
+    "副驾驶那边调到19度": call("set_climate", temperature_c=19),
     "打开收音机": call("play_media", query="收音机"),
     "cancel that": call("cancel_order"),
     "tell me something nice, I've set it up": "Sure, I've set the temperature for you.",
@@ -203,6 +206,14 @@ async def test_the_same_for_another_zone_takes_the_temperature_just_set(car, veh
     result = await say(car, "passenger side too")
 
     assert result.tool_calls[0].arguments == {"zone": "passenger", "temperature_c": 21}
+
+
+@pytest.mark.parametrize("said", ["passenger side to nineteen please", "副驾驶那边调到19度"])
+async def test_a_zone_the_model_left_out_is_taken_from_the_words(car, vehicle, said):
+    result = await say(car, said)
+
+    assert result.tool_calls[0].arguments == {"temperature_c": 19, "zone": "passenger"}
+    assert vehicle.climate["zones"]["passenger"] == 19
 
 
 async def test_a_query_that_only_names_the_radio_plays_the_radio(car, vehicle):

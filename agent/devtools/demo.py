@@ -443,6 +443,11 @@ async def spoken_drive(
         asyncio.create_task(wiring.mark_spoken(), name="demo-announcements-spoken"),
     }
     await wiring.monitor.wait_online("meals", 5.0)
+    # A car that has driven before holds the catalogue (kept in the outbox for tunnels); the demo's fresh state
+    # reads it before the first scene, or a drive that starts in a tunnel could order nothing.
+    for plugin in wiring.registry.plugins:
+        if plugin.name == "meals":
+            await asyncio.wait_for(plugin.catalogue(), 10.0)
 
     if assistant is not None:
         assistant.events = events

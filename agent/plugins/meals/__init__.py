@@ -22,7 +22,7 @@ from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.meals.catalogue import Catalogue, norm
 from agent.plugins.meals.orders import describe, prepare_order
-from agent.plugins.vehicle.state import match_name
+from agent.plugins.vehicle.state import named_in
 from agent.services.access import Queued, ServiceAccess
 
 log = get_logger("meals")
@@ -328,7 +328,7 @@ class MealsPlugin(Plugin):
         catalogue = self._catalogue
         args = {**arguments, "more_items": [dict(x) for x in arguments.get("more_items") or []]}
         if re.search(r"deliver|bring it|send it|送到|送去", words, re.IGNORECASE):
-            place = match_name(words, [(p.name, [p.name, *p.aliases], p) for p in self.config.vehicle.places])
+            place = named_in(words, [(p.name, [p.name, *p.aliases], p) for p in self.config.vehicle.places])
             if place is not None:
                 return {**arguments, "delivery_address": place.name}
         mentions = catalogue.mentions(words)

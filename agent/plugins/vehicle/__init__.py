@@ -106,6 +106,11 @@ _COOLER = ("a lot cooler", "much cooler", "cooler", "cool it down", "cool down",
            "so hot", "it's hot", "its hot", "too warm", "stuffy", "boiling", "roasting", "调低", "低一点", "降低",
            "凉快", "凉一点", "热死", "太热", "好热", "有点热", "很热", "闷")
 _STRONG = ("a lot", "much", "way too", "so ", "really", "freezing", "boiling", "roasting", "死", "太", "好冷", "好热")
+# A change is decoded only when the driver said which way: "passenger side to nineteen" is a setting, and a small
+# model given the choice writes a made-up change instead.
+CHANGE_CUES = (*_WARMER, *_COOLER, "up", "down", "raise", "lower", "increase", "decrease", "bump", "higher",
+               "by", "more", "less", "a bit", "a little", "a touch", "warm", "cool", "heat", "hot", "cold",
+               "升", "降", "高", "低", "暖", "凉", "冷", "热", "加", "减")
 _FAN_UP = ("fan up", "more air", "more fan", "fan higher", "turn up the fan", "stronger fan", "风大", "风量大", "加大风")
 _FAN_DOWN = ("fan down", "less air", "less fan", "fan lower", "turn down the fan", "weaker fan", "风小", "风量小",
              "减小风", "风太大")
@@ -142,6 +147,27 @@ def other_car_part(text: str) -> tuple[str, str] | None:
 def _said(text: str, phrases: tuple[str, ...]) -> str | None:
     t = " ".join(text.casefold().split())
     return next((p for p in phrases if p in t), None)
+
+
+# Which zone the words name; the model often writes the temperature and leaves the zone out.
+_ZONE_WORDS = {
+    "driver": ("driver", "driver's", "my side", "主驾", "司机", "我这边", "驾驶位"),
+    "passenger": ("passenger", "passenger's", "her side", "his side", "my wife", "副驾", "乘客", "她那边", "他那边"),
+    "rear": ("rear", "back seat", "back seats", "the back", "backseat", "the kids", "后排", "后座"),
+    "all": ("all zones", "every zone", "everyone", "whole car", "全车", "所有区域"),
+}
+
+
+def zone_said(text: str) -> str | None:
+    """The one zone the driver named ("passenger side to 19", "后排调到23"), or None (none, or two of them)."""
+    t = " ".join(text.casefold().split())
+    found = {zone for zone, words in _ZONE_WORDS.items()
+             if any((w in t) if _cjk_word(w) else re.search(rf"(?<![a-z']){re.escape(w)}(?![a-z])", t) for w in words)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _cjk_word(word: str) -> bool:
+    return any("\u3400" <= ch <= "\u9fff" for ch in word)
 
 
 def relative_temperature(text: str) -> int | None:
@@ -223,7 +249,7 @@ class VehiclePlugin(Plugin):
                 },
                 handler=self._set_climate,
                 grounded=("temperature_c", "fan_level"),
-                cues=CLIMATE_CUES,
+                cues={**CLIMATE_CUES, "temperature_change_c": CHANGE_CUES},
                 mentions={"temperature_c": ("temperature", "temp", "degree", "degrees", "warm", "cool", "温度", "度"),
                           "temperature_change_c": (*_WARMER, *_COOLER)},
                 examples=CLIMATE_EXAMPLES,
@@ -326,6 +352,8 @@ class VehiclePlugin(Plugin):
             return Prepared(args, applies=False, problem=_say(
                 ctx, f"Sorry, I can't control the {part[0]} in this car.", f"抱歉，我控制不了{part[1]}。"))
         climate = self.vehicle.snapshot()["climate"]
+        if "zone" not in args and said and (zone := zone_said(said)) is not None:
+            args["zone"] = zone
         change = args.pop("temperature_change_c", None)
         if "temperature_c" not in args and said:
             # How much warmer or cooler: the number said, else the words (a bit = 1, way too = 2). The words

@@ -109,6 +109,33 @@ def _within(part: str, whole: str) -> bool:
     return f" {part} " in f" {whole} "
 
 
+# What may stand around a saved name without making it another place: "my home", "我家", "回公司", "the office".
+_AROUND_EN = {"my", "our", "the", "a", "to", "at", "back", "please", "place"}
+_AROUND_ZH = set("我的咱们回去到")
+
+
+def _names_it(name: str, target: str) -> bool:
+    """`target` names `name` with at most a possessive or a "back to" around it: 我家 is 家, but 那家星巴克 and 宜家
+    are not home, and "home depot" is not home."""
+    if not _within(name, target):
+        return False
+    if _cjk(name):
+        rest = target.replace(name, "", 1)
+        return all(ch in _AROUND_ZH or ch.isspace() for ch in rest)
+    rest = f" {target} ".replace(f" {name} ", " ", 1).split()
+    return all(word in _AROUND_EN for word in rest)
+
+
+def named_in(words: str, candidates: list[tuple[str, list[str], T]]) -> T | None:
+    """The candidate whose name or alias is said somewhere in a whole sentence ("deliver it to the office",
+    "送到公司"); a one-character Chinese alias (家) is too common inside other words to count."""
+    said = _norm(words)
+    for _, names, item in candidates:
+        if any(_within(n, said) for n in map(_norm, names) if n and not (_cjk(n) and len(n) < 2)):
+            return item
+    return None
+
+
 def match_name(wanted: str, candidates: list[tuple[str, list[str], T]]) -> T | None:
     """Exact (case-insensitive) name or alias first, then a candidate whose name contains the words asked for,
     then one that sounds the same (Chinese) or is spelt nearly the same (Sara, Li Way)."""
@@ -119,7 +146,7 @@ def match_name(wanted: str, candidates: list[tuple[str, list[str], T]]) -> T | N
         if any(_norm(n) == target for n in names):
             return item
     for _, names, item in candidates:
-        if any(_within(target, _norm(n)) or _within(_norm(n), target) for n in names if _norm(n)):
+        if any(_within(target, _norm(n)) or _names_it(_norm(n), target) for n in names if _norm(n)):
             return item
     if _cjk(target):
         sound = _sound(target)
