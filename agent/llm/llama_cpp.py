@@ -428,10 +428,13 @@ class LlamaCppModel:
         os.replace(tmp, path)
         # Keep this model's few newest caches: a car's prompt changes only with its tool set, but a bench or a
         # test run switches between a few (each is ~50-130 MB and minutes of prefill to rebuild).
-        caches = sorted(path.parent.glob(f"{self.model_id}-*.kv"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in caches[PROMPT_CACHES_KEPT:]:
-            if old != path:
-                old.unlink(missing_ok=True)
+        try:
+            caches = sorted(path.parent.glob(f"{self.model_id}-*.kv"), key=lambda p: p.stat().st_mtime, reverse=True)
+            for old in caches[PROMPT_CACHES_KEPT:]:
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except OSError:  # another process (a bench beside the daemon) pruned them first: nothing is lost
+            pass
 
     def _restore(self, path: Path, tokens: Sequence[int]) -> bool:
         n = len(tokens)
