@@ -100,7 +100,7 @@ class LockHolder(threading.Thread):
 def _worker(db: Path, url: str, env_extra: dict[str, str], *extra: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "CABIN_AGENT_CRASH_AT"} | env_extra
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.outbox.drill", "--db", str(db), "--url", url, *extra],
+        [sys.executable, "-m", "agent.devtools.outbox_drill", "--db", str(db), "--url", url, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

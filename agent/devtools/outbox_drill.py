@@ -12,7 +12,7 @@ writer held the file prints `REFUSED k key` (the driver heard "nothing was order
 `--wall-offset-file` steps this process's wall clock; the store is opened as its owner (a second worker exits
 69, `OutboxOwned`), and a corrupt file is set aside.
 
-    python -m agent.outbox.drill --db OUTBOX --url http://127.0.0.1:PORT --actions 120
+    python -m agent.devtools.outbox_drill --db OUTBOX --url http://127.0.0.1:PORT --actions 120
 """
 
 from __future__ import annotations
