@@ -24,6 +24,10 @@ log = get_logger("llm")
 
 GGUF_MAGIC = b"GGUF"
 PROMPT_CACHES_KEPT = 3  # per model
+# How many guessed tokens are checked beside each decoded one (see LlamaCppModel._decode).
+GUESS_TOKENS = 6
+# Tokens per step of a prefill ahead of need: a turn that starts meanwhile waits for one step at most.
+PREFILL_SLICE = 16
 # Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
 # answer with "{{...}}". Rendering the example the way the original template does keeps its output parseable.
 _TEMPLATE_FIXES = [
@@ -160,6 +164,7 @@ class LlamaCppModel:
         # Every use of the context holds this: turns of different assistants (an eval's fresh cars) share it.
         self._lock = threading.RLock()
         self.last_grammar_stats: dict[str, int] = {}
+        self.last_decode_stats: dict[str, int] = {}
         self._template = self._load_template()
         self.end_tokens = sorted(
             {self.llm.token_eos(), *self._special_ids("<|im_end|>", "<|endoftext|>")} - {-1}
@@ -257,10 +262,9 @@ class LlamaCppModel:
 
         The longest token prefix already in the KV cache is reused, so the system prompt costs nothing here.
         """
-        self._logits_for = -1  # llama's own loop moves the context on
+        self._logits_for = -1  # decoding moves the context on
         stops = set(stop_tokens) | set(self.end_tokens)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        processors = None
         if json_schema is None and lead:
             json_schema = {"type": "object"}
         gate = self._grammar(json_schema, lead) if json_schema is not None else None
@@ -277,24 +281,108 @@ class LlamaCppModel:
             steps.append(_latin)
         if gate is not None:
             steps.append(gate)
-        if steps:
-            processors = self._llama_cpp.LogitsProcessorList(steps)
-        count = 0
         try:
-            for token in self.llm.generate(
-                list(tokens), temp=0.0, top_k=1, top_p=1.0, min_p=0.0, logits_processor=processors
-            ):
-                if token in stops or should_stop():
-                    return
-                piece = self.llm.detokenize([token], special=True)
-                yield GenerationStep(token=token, text=decoder.decode(piece))
-                count += 1
-                if count >= max_tokens:
-                    return
+            yield from self._decode(list(tokens), steps, stops, max_tokens, should_stop, decoder)
         finally:
             if gate is not None:
                 self.last_grammar_stats = {"checks": gate.checks, "rejections": gate.rejections}
                 gate.close()
+
+    def _decode(
+        self,
+        ids: list[int],
+        steps: list[Callable[[np.ndarray, np.ndarray], np.ndarray]],
+        stops: set[int],
+        max_tokens: int,
+        should_stop: Callable[[], bool],
+        decoder: Any,
+    ) -> Iterator[GenerationStep]:
+        """Greedy decoding that checks a guess of the next few tokens in the same batch as the last one.
+
+        The guess is what followed the same last tokens earlier in the context (prompt lookup): the keys of a
+        call's JSON were written by the examples, a value is usually the driver's own words. A CPU evaluates a
+        batch of a few tokens in little more time than one, and a guess is kept only as far as it is exactly the
+        token greedy decoding (through the grammar) picks, so the output is the same as one token at a time.
+        """
+
+        def pick(logits: np.ndarray) -> int:
+            scores = logits.astype(np.float32, copy=True)
+            context = np.asarray(ids, dtype=np.intc)
+            for step in steps:
+                scores = step(context, scores)
+            return int(np.argmax(scores))
+
+        def emit(token: int) -> GenerationStep:
+            return GenerationStep(token=token, text=decoder.decode(self.llm.detokenize([token], special=True)))
+
+        token = pick(self._eval_to(ids))
+        count = 0
+        self.last_decode_stats = stats = {"batches": 0, "guessed": 0, "kept": 0}
+        while True:
+            if token in stops or should_stop():
+                return
+            yield emit(token)
+            count += 1
+            if count >= max_tokens:
+                return
+            ids.append(token)
+            guess = self._guess(ids, min(GUESS_TOKENS, max_tokens - count))
+            rows = self._eval_rows(ids[-1:] + guess, at=len(ids) - 1)
+            stats["batches"] += 1
+            stats["guessed"] += len(guess)
+            nxt = pick(rows[0])
+            kept = 0
+            while kept < len(guess) and nxt == guess[kept]:
+                if nxt in stops or should_stop():
+                    self.llm.n_tokens = len(ids)
+                    return
+                yield emit(nxt)
+                count += 1
+                if count >= max_tokens:
+                    self.llm.n_tokens = len(ids)
+                    return
+                ids.append(nxt)
+                kept += 1
+                nxt = pick(rows[kept])
+            stats["kept"] += kept
+            self.llm.n_tokens = len(ids)  # what was guessed beyond the kept tokens leaves the context
+            token = nxt
+
+    @staticmethod
+    def _guess(ids: list[int], limit: int) -> list[int]:
+        """The tokens that followed the latest earlier occurrence of the context's last three (or two) tokens."""
+        if limit <= 0 or len(ids) < 4:
+            return []
+        arr = np.asarray(ids, dtype=np.int64)
+        for n in (3, 2):
+            tail = arr[-n:]
+            hay = arr[:-1]
+            if len(hay) < n + 1:
+                continue
+            mask = np.ones(len(hay) - n + 1, dtype=bool)
+            for k in range(n):
+                mask &= hay[k : len(hay) - n + 1 + k] == tail[k]
+            found = np.flatnonzero(mask)
+            if len(found):
+                start = int(found[-1]) + n
+                return [int(t) for t in arr[start : start + limit]]
+        return []
+
+    def _eval_rows(self, tokens: list[int], *, at: int) -> np.ndarray:
+        """Evaluate `tokens` at position `at` in one batch and return the logits after each of them."""
+        llm = self.llm
+        llm.n_tokens = at
+        llm._ctx.kv_cache_seq_rm(-1, at, -1)
+        llm._batch.set_batch(batch=tokens, n_past=at, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.input_ids[at : at + len(tokens)] = tokens
+        llm.n_tokens = at + len(tokens)
+        n_vocab = llm.n_vocab()
+        rows = np.empty((len(tokens), n_vocab), dtype=np.float32)
+        for i in range(len(tokens)):
+            rows[i] = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))
+        self._logits_for = -1
+        return rows
 
     def non_latin_tokens(self) -> np.ndarray:
         """Ids of tokens that are not Latin-script text (CJK, other scripts, or a piece of a multi-byte
@@ -313,17 +401,34 @@ class LlamaCppModel:
             self._non_latin = np.array(ids, dtype=np.int64)
         return self._non_latin
 
-    # ------------------------------------------------------------------ scoring choices
+    # ------------------------------------------------------------------ prefill between turns
 
-    def _eval_to(self, tokens: Sequence[int]) -> np.ndarray:
-        """Make `tokens` the context (reusing the longest cached prefix) and return the last position's logits."""
-        tokens = list(tokens)
+    def prefill(self, tokens: Sequence[int], should_stop: Callable[[], bool] = lambda: False) -> int:
+        """Evaluate `tokens` into the KV cache ahead of need (the longest cached prefix is kept), a slice at a
+        time so that a turn that wants the model waits for one slice at most. Returns how many are resident."""
+        with self._lock:
+            tokens = list(tokens)
+            self.llm.n_tokens = self._cached_prefix(tokens)
+            self._logits_for = -1
+            while self.llm.n_tokens < len(tokens) and not should_stop():
+                self.llm.eval(tokens[self.llm.n_tokens : self.llm.n_tokens + PREFILL_SLICE])
+            return self.llm.n_tokens
+
+    def _cached_prefix(self, tokens: Sequence[int]) -> int:
         cached = self.llm.n_tokens
         common = 0
         for a, b in zip(self.llm.input_ids[:cached], tokens, strict=False):
             if a != b:
                 break
             common += 1
+        return common
+
+    # ------------------------------------------------------------------ scoring choices
+
+    def _eval_to(self, tokens: Sequence[int]) -> np.ndarray:
+        """Make `tokens` the context (reusing the longest cached prefix) and return the last position's logits."""
+        tokens = list(tokens)
+        common = self._cached_prefix(tokens)
         if common == len(tokens) and self._logits_for == len(tokens):
             return self._logits
         # The logits of the last prompt position are needed: replay it when the whole prompt is cached.
