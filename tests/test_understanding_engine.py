@@ -499,3 +499,78 @@ async def test_the_same_as_last_time_reorders_what_was_placed(car, meals):
     result = await say(car, "same as last time")
     assert result.awaiting_confirmation
     assert result.reply.startswith("A large pepperoni pizza and two colas from Luigi's Pizzeria, 105 yuan")
+
+
+# ---------------------------------------------------------------- a slow service is acknowledged
+
+
+async def test_a_slow_order_desk_gets_one_moment_said_first_then_the_answer(car, meals, monkeypatch):
+    """A service slower than the acknowledgement delay: the driver hears "One moment." at once, then the answer;
+    the acknowledgement is not part of the reply and is said once."""
+    call_tool = car.registry.call
+
+    async def slow(name, args, ctx):
+        await asyncio.sleep(0.3)  # the order desk across a slow link
+        return await call_tool(name, args, ctx)
+
+    monkeypatch.setattr(car.registry, "call", slow)
+    monkeypatch.setattr(engine, "ACKNOWLEDGE_AFTER_S", 0.05)
+    await say(car, "order a large pepperoni pizza")
+    heard: list[str] = []
+    result = await say(car, "yes", on_text=heard.append)
+    assert heard[0].strip() == "One moment."
+    assert "Ordered" in "".join(heard[1:])
+    assert "One moment" not in result.reply
+    assert "acknowledged" in result.timings_ms
+    assert len(meals.orders) == 1
+
+
+async def test_a_quick_call_is_not_acknowledged(car, vehicle):
+    heard: list[str] = []
+    result = await say(car, "set the temperature to 21 degrees", on_text=heard.append)
+    assert "acknowledged" not in result.timings_ms
+    assert not any("moment" in h for h in heard)
+
+
+# ---------------------------------------------------------------- prefill between turns
+
+
+class PrefillingModel(FakeModel):
+    def __init__(self, script) -> None:
+        super().__init__(script)
+        self.prefilled: list[list[int]] = []
+
+    def prefill(self, tokens, should_stop=lambda: False) -> int:
+        self.prefilled.append(list(tokens))
+        return 0 if should_stop() else len(tokens)
+
+
+async def test_prepare_puts_the_remembered_turns_and_the_words_so_far_ahead_of_the_next_prompt(config, registry):
+    model = PrefillingModel(SCRIPT)
+    car = Assistant(config, registry, model)
+    try:
+        await say(car, "set the temperature to 21 degrees")
+        assert await car.prepare() > 0
+        known = model.prefilled[-1]
+        await car.prepare("make it two degrees")
+        heard = model.prefilled[-1]
+        await say(car, "make it two degrees warmer")
+        assert heard[: len(known)] == known  # the words so far extend the remembered turns
+        text = "".join(chr(t) for t in heard)
+        assert "set the temperature to 21 degrees" in text and text.endswith("make it two degrees")
+        # The turn's prompt starts with what was prefilled (the fake's tokens are characters).
+        assert model.calls[-1].prompt_text.startswith(text)
+    finally:
+        await car.close()
+
+
+async def test_prepare_gives_way_to_a_turn(config, registry):
+    model = PrefillingModel(SCRIPT)
+    car = Assistant(config, registry, model)
+    try:
+        car._in_turn = True  # a turn is running: prefill ahead of need must not start
+        assert await car.prepare() == 0
+        assert model.prefilled == []
+    finally:
+        car._in_turn = False
+        await car.close()

@@ -43,6 +43,9 @@ log = get_logger("turn")
 CONFIRMATION_TIMEOUT_S = 60.0
 QUESTION_TIMEOUT_S = 45.0
 MAX_CALLS_PER_TURN = 3
+# A plugin that has not answered by then (a service across a slow link) gets a short, true "one moment" said
+# first, so the driver knows the car heard them; the answer follows when it comes.
+ACKNOWLEDGE_AFTER_S = 0.7
 # Statuses of calls that never reached a plugin; TurnResult lists them apart from the calls made.
 REJECTED = frozenset({"unknown-tool", "invalid", "not-applicable"})
 _DONE = object()
@@ -77,6 +80,7 @@ class Assistant:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="llm")
         self._labels: dict[str, list[int]] = {}
         self.warm_info: dict[str, Any] = {}
+        self._in_turn = False  # a prefill ahead of need gives way to a turn
 
     def reset(self) -> None:
         self.conversation.clear()
@@ -107,6 +111,34 @@ class Assistant:
         if prepare is not None:
             await self._in_worker(prepare)  # once per model, before the first English turn needs it
         return self.warm_info
+
+    async def prepare(self, heard: str = "") -> int:
+        """Put what the next prompt will start with into the KV cache while the car waits: the remembered
+        turns (they change after every turn, and when the oldest is forgotten every later one is evaluated
+        again) and the words heard so far while the driver is still speaking. A turn that starts meanwhile
+        stops it within one slice; what was evaluated stays (the longest cached prefix is reused).
+        Returns how many prompt tokens are resident (0 when the model cannot prefill)."""
+        prefill = getattr(self.model, "prefill", None)
+        if prefill is None or self._in_turn:
+            return 0
+        tokens = await self._in_worker(self._known_prompt, heard)
+        if self._in_turn:
+            return 0
+        return int(await self._in_worker(prefill, tokens, lambda: self._in_turn))
+
+    def _known_prompt(self, heard: str) -> list[int]:
+        """The tokens a turn's prompt will begin with, whatever the driver says after `heard`."""
+        history = self.conversation.messages(self.format)
+        gap = " " if heard else ""
+        one, two = (self.model.render([*self._prefix, *history, {"role": "user", "content": heard + gap + end}], [])
+                    for end in ("\u2026", "?"))
+        known = 0
+        for a, b in zip(one.tokens, two.tokens, strict=False):
+            if a != b:
+                break
+            known += 1
+        # The last word heard may yet grow ("tempera|ture"): leave its token to the turn.
+        return one.tokens[: known - 1 if heard else known]
 
     def _label_tokens(self) -> dict[str, list[int]]:
         if not self._labels:
@@ -170,9 +202,11 @@ class Assistant:
         t = TurnInProgress(text, ctx, timings, on_text or (lambda _t: None))
         self.events.publish("turn-started", turn_id=turn_id)
         log.info("turn-started", text=text, language=language)
+        self._in_turn = True
         try:
             await self._run(t)
         finally:
+            self._in_turn = False
             unbind_turn()
         timings.mark("total")
         reply = " ".join(t.replies).strip() or line(language, "not_caught")
@@ -534,12 +568,29 @@ class Assistant:
         en, zh = tool.questions.get(slot, ("Could you tell me the details?", "能说一下具体要求吗？"))
         return zh if language == "zh" else en
 
+    async def _acknowledged(self, t: TurnInProgress, work: Any) -> Any:
+        """Await a plugin's work; if it takes longer than ACKNOWLEDGE_AFTER_S, say "one moment" (once a turn,
+        and only before anything else was said) while it goes on. Cancelling the turn cancels the work."""
+        task = asyncio.ensure_future(work)
+        if t.replies or t.acknowledged:
+            return await task
+        try:
+            done, _ = await asyncio.wait({task}, timeout=ACKNOWLEDGE_AFTER_S)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            t.acknowledged = True
+            t.timings.mark("acknowledged")
+            t.emit(line(t.language, "one_moment") + " ")
+        return await task
+
     async def _prepare(self, t: TurnInProgress, tool: Tool, arguments: dict[str, Any]) -> Prepared:
         plugin = self._plugin(tool)
         if plugin is None:
             return Prepared(dict(arguments))
         try:
-            return await plugin.prepare(t.ctx, tool.name, dict(arguments))
+            return await self._acknowledged(t, plugin.prepare(t.ctx, tool.name, dict(arguments)))
         except Exception as err:  # a broken plugin must not break the turn
             log.warning("prepare-failed", tool=tool.name, error=f"{type(err).__name__}: {err}")
             return Prepared(dict(arguments), problem=line(t.language, "failed"))
@@ -550,15 +601,15 @@ class Assistant:
         if ask is None:
             return None
         try:
-            return await ask(t.ctx, tool.name, prepared.arguments, prepared)
+            return await self._acknowledged(t, ask(t.ctx, tool.name, prepared.arguments, prepared))
         except TypeError:
-            return await ask(t.ctx, tool.name, prepared.arguments)
+            return await self._acknowledged(t, ask(t.ctx, tool.name, prepared.arguments))
         except Exception as err:  # a broken plugin must not break the turn
             log.warning("confirmation-prompt-failed", tool=tool.name, error=str(err))
             return None
 
     async def _execute(self, t: TurnInProgress, tool: Tool, record: ToolCallRecord, prepared: Prepared | None) -> None:
-        result: ToolResult = await self.registry.call(tool.name, record.arguments, t.ctx)
+        result: ToolResult = await self._acknowledged(t, self.registry.call(tool.name, record.arguments, t.ctx))
         t.timings.mark("tool_done")
         self.events.publish("tool-done", tool=tool.name, ok=result.ok)
         record.result = result.data if result.ok else {"error": result.error}

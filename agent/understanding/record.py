@@ -105,6 +105,7 @@ class TurnInProgress:
     replies: list[str] = field(default_factory=list)
     awaiting: bool = False
     asked: bool = False
+    acknowledged: bool = False  # "one moment" was said while a plugin worked
     decision: dict[str, Any] = field(default_factory=dict)
 
     @property

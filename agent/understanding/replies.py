@@ -17,6 +17,7 @@ LINES = {
         "confirm_again": "Sorry, should I go ahead? Please say yes or no.",
         "done": "Done.",
         "nothing_pending": "There's nothing waiting for a yes right now.",
+        "one_moment": "One moment.",
     },
     "zh": {
         "cannot": "抱歉，这个我在车上做不到。",
@@ -29,6 +30,7 @@ LINES = {
         "confirm_again": "抱歉，要继续吗？请说“好”或者“不要”。",
         "done": "好的。",
         "nothing_pending": "现在没有需要确认的事。",
+        "one_moment": "请稍等。",
     },
 }
 
