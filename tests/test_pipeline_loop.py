@@ -134,7 +134,8 @@ class ToneTts:
 
 
 def voiced(seconds: float, seed: int = 0) -> np.ndarray:
-    """Speech-like sound webrtcvad calls voiced: a harmonic buzz with a syllable rhythm."""
+    """Speech-like sound webrtcvad calls voiced: a harmonic buzz with a syllable rhythm (Silero, rightly, does not:
+    these tests use webrtcvad)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * RATE)) / RATE
     f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
@@ -196,7 +197,7 @@ def make_pipeline(
     config = Config.model_validate(
         {
             "wake": (wake or WakeConfig(engine="none", follow_up_seconds=0)).model_dump(),
-            "vad": (vad or VadConfig(silence_ms=300, no_speech_timeout_seconds=1.5)).model_dump(),
+            "vad": (vad or VadConfig(engine="webrtcvad", silence_ms=300, no_speech_timeout_seconds=1.5)).model_dump(),
         }
     )
     assistant = assistant or FakeAssistant(config)
@@ -470,3 +471,71 @@ async def test_a_purchase_asked_over_the_control_socket_is_confirmed_like_a_spok
     finally:
         await stop(task)
         await assistant.close()
+
+
+# ---------------------------------------------------------------- a whole request ends at a short pause
+
+
+class PausingRecognizer(FakeRecognizer):
+    """A final-only engine (like whisper) that can also transcribe the audio so far (`interim`)."""
+
+    def __init__(self, interim_texts: Sequence[str], texts: Sequence[str]) -> None:
+        super().__init__(texts)
+        self.interim_texts = list(interim_texts)
+        self.interims = 0
+        self.finals = 0
+
+    async def interim(self, chunks: Sequence[AudioChunk]) -> Transcript:
+        self.interims += 1
+        return Transcript(self.interim_texts.pop(0) if self.interim_texts else "", is_final=False)
+
+    async def transcribe(self, chunks: AsyncIterable[AudioChunk]) -> AsyncIterator[Transcript]:
+        async for _ in chunks:
+            pass
+        self.finals += 1
+        yield Transcript(self.texts.pop(0) if self.texts else "", is_final=True)
+
+
+async def serve_one_request(tmp_path: Path, recognizer: PausingRecognizer, *parts: np.ndarray) -> Any:
+    vad = VadConfig(engine="webrtcvad", pause_ms=250, silence_ms=1500, no_speech_timeout_seconds=1.5)
+    pipeline = make_pipeline(tmp_path, ScriptedMic(*parts), vad=vad)
+    pipeline.recognizer = recognizer
+    task = await run_until(pipeline, lambda: True)
+    await asyncio.sleep(0.05)
+    pipeline.push_to_talk()
+    async with asyncio.timeout(20):
+        while not pipeline.records:
+            await asyncio.sleep(0.02)
+    await stop(task)
+    return pipeline
+
+
+async def test_a_whole_request_ends_at_the_short_pause_with_its_transcript_made(tmp_path: Path) -> None:
+    recognizer = PausingRecognizer(["set the temperature to 21"], ["(never asked)"])
+    pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(2.5))
+    record = pipeline.records[-1]
+    assert record.end_reason == "complete" and record.outcome == "replied"
+    assert pipeline.assistant.calls == ["set the temperature to 21"]
+    assert recognizer.finals == 0  # the pause's transcript was the request's: no second decode
+    # 250 ms of audio at 4x is ~60 ms; the long silence (1500 ms) would have been ~375 ms.
+    assert record.latency_ms()["endpoint"] < 300
+
+
+async def test_words_that_trail_off_wait_for_the_long_silence_and_reuse_the_pause_transcript(tmp_path: Path) -> None:
+    recognizer = PausingRecognizer(["set the temperature to"], ["(never asked)"])
+    pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(3.0))
+    record = pipeline.records[-1]
+    assert record.end_reason == "silence"
+    assert record.latency_ms()["endpoint"] >= 300  # 1500 ms of audio at 4x
+    assert recognizer.finals == 0 and pipeline.assistant.calls == ["set the temperature to"]
+
+
+async def test_speaking_again_after_a_pause_discards_what_the_pause_heard(tmp_path: Path) -> None:
+    recognizer = PausingRecognizer(["set the temperature to", "set the temperature to 21"],
+                                   ["set the temperature to 21 degrees please"])
+    pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.0), silence(0.5),
+                                       voiced(1.0), silence(3.0))
+    record = pipeline.records[-1]
+    assert recognizer.interims == 2
+    assert pipeline.assistant.calls == ["set the temperature to 21"]
+    assert record.end_reason == "complete"

@@ -1,7 +1,8 @@
 """Recognition with faster-whisper (CTranslate2): the utterance is buffered and decoded once at its end.
 
 Whisper decodes a 30 s window whatever the audio length (about 0.5-0.65 s for tiny.en int8 on 2 cores), so
-partials would cost a full decode each; this engine yields only the final. Biasing goes through the decoder
+partials would cost a full decode each; this engine yields only the final, and decodes what was said so far
+when the loop asks (`interim`, at a pause in the driver's speech). Biasing goes through the decoder
 prompt: `initial_prompt` (default) or `hotwords`, built from the vocabulary.
 """
 
@@ -182,6 +183,19 @@ class WhisperRecognizer:
             raise engine_failed("whisper", err) from err
         log.debug("whisper final", transcript=text, confidence=confidence)
         yield Transcript(text, is_final=True, confidence=confidence, timestamp_ms=now_ms())
+
+    async def interim(self, chunks: Sequence[AudioChunk]) -> Transcript:
+        """What the audio so far says: the loop asks at a pause in the driver's speech, so that a finished
+        request can end there with its transcript already made (whisper has no cheaper partials)."""
+        audio = _to_float_16k(list(chunks))
+        if audio.size == 0:
+            return Transcript("", is_final=False, timestamp_ms=now_ms())
+        try:
+            text, confidence = await self._thread.run(self._decode, audio, self.bias)
+        except Exception as err:  # CancelledError passes through
+            raise engine_failed("whisper", err) from err
+        log.debug("whisper interim", transcript=text, confidence=confidence)
+        return Transcript(text, is_final=False, confidence=confidence, timestamp_ms=now_ms())
 
     async def aclose(self) -> None:
         self._thread.close()

@@ -95,9 +95,13 @@ class WakeConfig(Section):
 
 
 class VadConfig(Section):
-    engine: Literal["webrtcvad", "silero", "energy"] = "webrtcvad"
+    # silero holds up in road noise; without its model (faster-whisper) or onnxruntime, webrtcvad, then energy.
+    engine: Literal["webrtcvad", "silero", "energy"] = "silero"
     aggressiveness: int = Field(default=2, ge=0, le=3)
     silence_ms: int = Field(default=700, ge=100, le=5000)
+    # A request whose words are whole ("set the temperature to 21") ends after this much silence; one that
+    # trails off ("set the temperature to") waits `silence_ms`. 0 turns the short ending off.
+    pause_ms: int = Field(default=250, ge=0, le=5000)
     max_utterance_seconds: float = Field(default=12.0, gt=0, le=60)
     no_speech_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 

@@ -26,6 +26,7 @@ from agent.audio.vad import Endpointer, EndReason
 from agent.core.config import Config
 from agent.core.events import EventBus, TurnTimings, now_ms
 from agent.core.logging import get_logger
+from agent.loop.complete import sounds_complete
 from agent.loop.stages import bias_vocabulary, build_stages
 from agent.models.engines import resolved_config
 from agent.tts.base import Synthesizer
@@ -121,6 +122,12 @@ class _Listening:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     reason: EndReason | None = None
     last_speech_end: float | None = None
+    audio: list[AudioChunk] = field(default_factory=list)  # the request so far, for a transcript at a pause
+    pause: int = 0  # counts the pauses; a transcript made in an earlier pause is stale
+    paused: bool = False
+    interim: asyncio.Task[str | None] | None = None  # the transcript of the audio up to the current pause
+    partial: str = ""  # the streaming engine's latest partial (vosk)
+    final: str | None = None  # the transcript, when it was made before the endpoint
 
 
 @dataclass
@@ -287,6 +294,7 @@ class VoicePipeline:
             await self._reply(record, text)
             record.outcome = "replied"
             self.detector.open_follow_up()
+            self._prepare_next()
         except asyncio.CancelledError:
             record.outcome = "interrupted"
             raise
@@ -415,6 +423,7 @@ class VoicePipeline:
 
     async def _feed_endpointer(self, listening: _Listening, chunk: AudioChunk) -> None:
         listening.queue.put_nowait(chunk)
+        listening.audio.append(chunk)
         reason = await self.endpointer.aprocess(chunk)
         record = listening.record
         if self.endpointer.speech_started and "speech_start" not in record.marks:
@@ -426,6 +435,47 @@ class VoicePipeline:
             record.marks["speech_end"] = now_ms()
         if reason is not None:
             self._end_listening(reason)
+        elif self.endpointer.speech_started:
+            self._watch_pause(listening)
+
+    # ------------------------------------------------------------------ ending at a pause
+
+    def _watch_pause(self, listening: _Listening) -> None:
+        """At a short pause, transcribe what was said; if it is a whole request, the request ends there."""
+        pause_ms = self.config.vad.pause_ms
+        silent = self.endpointer.pause_ms
+        if silent == 0.0:
+            if listening.paused:  # speaking again: what was transcribed in the pause is not the request
+                listening.paused = False
+                listening.pause += 1
+                listening.interim = None
+            return
+        if pause_ms and not listening.paused and silent >= pause_ms:
+            listening.paused = True
+            listening.interim = self._own(self._transcribe_pause(listening, listening.pause),
+                                          f"pause-{listening.record.index}")
+
+    async def _transcribe_pause(self, listening: _Listening, pause: int) -> str | None:
+        interim = getattr(self.recognizer, "interim", None)
+        try:
+            if interim is not None:
+                text = (await interim(list(listening.audio))).text.strip()
+            else:
+                text = listening.partial.strip()  # a streaming engine: its partial is the words so far
+        except Exception as err:  # a failed early transcript is only a missed shortcut
+            log.warning("pause-transcript-failed", error=str(err))
+            return None
+        if listening.pause != pause or not usable(text):
+            return None  # spoken over, or nothing worth keeping: the recogniser hears the whole request
+        record = listening.record
+        record.mark("pause_transcript")
+        self.events.publish("transcript-partial", turn=record.index, text=text)
+        if self._listening is listening and sounds_complete(self._strip_wake_phrase(text)):
+            listening.final = text
+            self._end_listening(EndReason.COMPLETE)
+        elif self._listening is listening:
+            self._prepare(self._strip_wake_phrase(text))  # into the model's cache while the driver goes on
+        return text
 
     async def _on_detection(self, detection: Detection) -> None:
         barge_in = self._active is not None
@@ -465,7 +515,9 @@ class VoicePipeline:
         listening.reason = reason
         listening.record.end_reason = str(reason)
         listening.record.mark("endpoint")
-        if self.endpointer.speech_started or reason == EndReason.MAX_LENGTH:
+        # The transcript made at a pause is the request's when nobody spoke since: no second decode is started.
+        from_pause = reason == EndReason.COMPLETE or (reason == EndReason.SILENCE and listening.interim is not None)
+        if (self.endpointer.speech_started or reason == EndReason.MAX_LENGTH) and not from_pause:
             listening.queue.put_nowait(None)  # else recognition is cancelled, never run on silence
         listening.ended.set()
         self.events.publish("speech-end", turn=listening.record.index, reason=str(reason))
@@ -506,7 +558,7 @@ class VoicePipeline:
             if not self.endpointer.speech_started and listening.reason != EndReason.MAX_LENGTH:
                 record.outcome = "no-speech"  # the driver said nothing after the wake word: give up quietly
                 return
-            text = await asyncio.wait_for(recognition, RECOGNITION_TIMEOUT_S)
+            text = await self._final_transcript(listening, recognition)
             record.mark("transcript_final")
             heard, text = text, self._strip_wake_phrase(text)
             record.transcript = text
@@ -529,6 +581,7 @@ class VoicePipeline:
             await self._reply(record, text)
             record.outcome = "replied"
             self.detector.open_follow_up()
+            self._prepare_next()
         except asyncio.CancelledError:
             record.outcome = "interrupted"
             raise
@@ -551,6 +604,40 @@ class VoicePipeline:
                     await self._on_detection(
                         Detection(self.config.wake_phrase, "asr", now_ms(), preroll=preroll)
                     )
+
+    def _prepare_next(self) -> None:
+        """While the car waits for the next request, the remembered turns go into the model's cache."""
+        self._prepare("")
+
+    def _prepare(self, heard: str) -> None:
+        prepare = getattr(self.assistant, "prepare", None)
+        if prepare is None:
+            return
+
+        async def quietly() -> None:
+            try:
+                await prepare(heard)
+            except Exception as err:  # work ahead of need: a failure costs only the time it would have saved
+                log.warning("prepare-failed", error=f"{type(err).__name__}: {err}")
+
+        self._own(quietly(), "prepare")
+
+    async def _final_transcript(self, listening: _Listening, recognition: asyncio.Task[str]) -> str:
+        """The request's words: made at the pause that ended it, or at a pause the driver did not break, or
+        else by the recogniser from the whole request."""
+        if listening.final is None and listening.interim is not None and listening.reason == EndReason.SILENCE:
+            # Silent since the pause that was transcribed: that transcript is the request's.
+            text = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                text = await asyncio.wait_for(asyncio.shield(listening.interim), RECOGNITION_TIMEOUT_S)
+            if text is not None:
+                listening.final = text
+            else:
+                listening.queue.put_nowait(None)  # the pause gave nothing: recognise the whole request
+        if listening.final is not None:
+            recognition.cancel()
+            return listening.final.strip()
+        return await asyncio.wait_for(recognition, RECOGNITION_TIMEOUT_S)
 
     def _finish_turn(self, record: TurnRecord, *, keep: bool = True) -> bool:
         """Close a turn's latency record and, when it was the active turn, go idle. True if it was active."""
@@ -576,6 +663,7 @@ class VoicePipeline:
             if transcript.is_final:
                 final = transcript.text
             elif transcript.text:
+                listening.partial = transcript.text
                 self.events.publish("transcript-partial", turn=listening.record.index, text=transcript.text)
         return final.strip()
 
