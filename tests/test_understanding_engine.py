@@ -514,7 +514,8 @@ async def test_a_slow_order_desk_gets_one_moment_said_first_then_the_answer(car,
         return await call_tool(name, args, ctx)
 
     monkeypatch.setattr(car.registry, "call", slow)
-    monkeypatch.setattr(engine, "ACKNOWLEDGE_AFTER_S", 0.05)
+    quick = car.config.llm.model_copy(update={"acknowledge_after_seconds": 0.05})
+    monkeypatch.setattr(car, "config", car.config.model_copy(update={"llm": quick}))
     await say(car, "order a large pepperoni pizza")
     heard: list[str] = []
     result = await say(car, "yes", on_text=heard.append)

@@ -35,6 +35,7 @@ def load_llm(config: Config, model_id: str, path: Path) -> Any:
         n_batch=llm.n_batch,
         n_gpu_layers=llm.n_gpu_layers,
         cache_dir=(cache_dir() / "prompt-cache") if llm.persist_prompt_cache else None,
+        guess_tokens=llm.guess_tokens,
     )
 
 

@@ -68,6 +68,15 @@ class LlmConfig(Section):
     constrained: bool = True
     # Speak a tool's own confirmation instead of a second model pass when the tool provides one.
     templated_confirmations: bool = True
+    # Tokens guessed from earlier in the context (a call's keys were written by the examples, its values by the
+    # driver) and checked in one batch with each decoded token; the output is the same. 0: one at a time.
+    guess_tokens: int = Field(default=6, ge=0, le=32)
+    # Between turns and while the driver is still speaking, evaluate the remembered turns and the words heard
+    # so far into the KV cache, so a turn starts with only its last words to read.
+    prefill_ahead: bool = True
+    # A plugin (a service across a slow link) that has not answered by then gets "One moment." said first.
+    # 0: never.
+    acknowledge_after_seconds: float = Field(default=0.7, ge=0, le=30)
 
 
 class AudioConfig(Section):

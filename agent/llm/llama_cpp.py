@@ -24,8 +24,6 @@ log = get_logger("llm")
 
 GGUF_MAGIC = b"GGUF"
 PROMPT_CACHES_KEPT = 3  # per model
-# How many guessed tokens are checked beside each decoded one (see LlamaCppModel._decode).
-GUESS_TOKENS = 6
 # Tokens per step of a prefill ahead of need: a turn that starts meanwhile waits for one step at most.
 PREFILL_SLICE = 16
 # Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
@@ -130,6 +128,7 @@ class LlamaCppModel:
         n_batch: int = 256,
         n_gpu_layers: int = 0,
         cache_dir: Path | None = None,
+        guess_tokens: int = 6,
     ) -> None:
         import llama_cpp
 
@@ -157,6 +156,7 @@ class LlamaCppModel:
             ) from err
         self.load_ms = (time.monotonic() - started) * 1000
         self.cache_dir = cache_dir
+        self.guess_tokens = guess_tokens  # checked beside each decoded token (see _decode); 0: one at a time
         self._grammars: dict[str, str] = {}
         self._logits = np.zeros(0)
         self._logits_for = -1  # context length the saved logits belong to (-1: none)
@@ -326,7 +326,7 @@ class LlamaCppModel:
             if count >= max_tokens:
                 return
             ids.append(token)
-            guess = self._guess(ids, min(GUESS_TOKENS, max_tokens - count))
+            guess = self._guess(ids, min(self.guess_tokens, max_tokens - count))
             rows = self._eval_rows(ids[-1:] + guess, at=len(ids) - 1)
             stats["batches"] += 1
             stats["guessed"] += len(guess)

@@ -43,9 +43,6 @@ log = get_logger("turn")
 CONFIRMATION_TIMEOUT_S = 60.0
 QUESTION_TIMEOUT_S = 45.0
 MAX_CALLS_PER_TURN = 3
-# A plugin that has not answered by then (a service across a slow link) gets a short, true "one moment" said
-# first, so the driver knows the car heard them; the answer follows when it comes.
-ACKNOWLEDGE_AFTER_S = 0.7
 # Statuses of calls that never reached a plugin; TurnResult lists them apart from the calls made.
 REJECTED = frozenset({"unknown-tool", "invalid", "not-applicable"})
 _DONE = object()
@@ -119,7 +116,7 @@ class Assistant:
         stops it within one slice; what was evaluated stays (the longest cached prefix is reused).
         Returns how many prompt tokens are resident (0 when the model cannot prefill)."""
         prefill = getattr(self.model, "prefill", None)
-        if prefill is None or self._in_turn:
+        if prefill is None or self._in_turn or not self.config.llm.prefill_ahead:
             return 0
         tokens = await self._in_worker(self._known_prompt, heard)
         if self._in_turn:
@@ -569,13 +566,15 @@ class Assistant:
         return zh if language == "zh" else en
 
     async def _acknowledged(self, t: TurnInProgress, work: Any) -> Any:
-        """Await a plugin's work; if it takes longer than ACKNOWLEDGE_AFTER_S, say "one moment" (once a turn,
-        and only before anything else was said) while it goes on. Cancelling the turn cancels the work."""
+        """Await a plugin's work; if it takes longer than `llm.acknowledge_after_seconds` (a service across a
+        slow link), say "one moment" first, so the driver knows they were heard: once a turn, and only before
+        anything else was said. Cancelling the turn cancels the work."""
         task = asyncio.ensure_future(work)
-        if t.replies or t.acknowledged:
+        after = self.config.llm.acknowledge_after_seconds
+        if t.replies or t.acknowledged or after <= 0:
             return await task
         try:
-            done, _ = await asyncio.wait({task}, timeout=ACKNOWLEDGE_AFTER_S)
+            done, _ = await asyncio.wait({task}, timeout=after)
         except asyncio.CancelledError:
             task.cancel()
             raise
