@@ -260,3 +260,39 @@ def test_recorded_model_records_only_inside_a_recording() -> None:
     assert [(c.prompt, c.grammar, c.generated) for c in calls] == [((1, 2, 3), True, 3), ((4,), False, 3)]
     assert list(calls[0].as_dict()) == ["prompt_tokens", "generated", "grammar", "first_ms", "ms"]
     assert calls[0].as_dict()["prompt_tokens"] == 3
+
+
+async def test_spoken_turns_press_push_to_talk_after_an_unheard_wake_phrase() -> None:
+    import asyncio
+
+    import numpy as np
+
+    from agent.devtools.bench.script import ScriptedTurn, SpokenTurns
+    from agent.devtools.scripted_mic import ScriptedMic
+    from agent.loop.pipeline import State
+
+    class Car:  # a car that never hears the wake phrase and starts a request at each press
+        state = State.IDLE
+        in_follow_up = False
+        turns_started = 0
+        presses = 0
+
+        def push_to_talk(self) -> None:
+            self.presses += 1
+            self.turns_started += 1
+
+    car = Car()
+    speech = np.full(1000, 4000, np.int16)
+    turns = [
+        ScriptedTurn("vehicle", "piper", "call mom", "wake", speech=speech, wake=speech),
+        ScriptedTurn("vehicle", "piper", "play some jazz", "ptt", speech=speech),
+    ]
+    mic = ScriptedMic(SpokenTurns(turns, lambda: car), seed=3, speed=10.0)
+
+    async def play() -> int:
+        return sum([1 async for _ in mic.stream()])
+
+    assert await asyncio.wait_for(play(), timeout=20) > 0
+    assert [t.wake_missed for t in turns] == [True, False] and car.presses == 2
+    assert all(t.speech_end_ms is not None and t.load_1min is not None for t in turns)
+    assert [t.turn_before for t in turns] == [0, 1]
