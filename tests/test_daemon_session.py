@@ -58,7 +58,7 @@ def road(level_dbfs: float, seed: int = 7):
 @pytest.mark.model
 def test_twelve_spoken_requests_in_a_row_in_road_noise_one_misheard(tmp_path: Path) -> None:
     from agent.core.config import Config
-    from agent.devtools.demo import SPEECH_DBFS, Voices, demo_cache_dir
+    from agent.devtools.voices import SPEECH_DBFS, Voices, demo_cache_dir
 
     for model_id in (LLM, "whisper-tiny.en", "piper-en_US-joe-medium"):
         store_model(model_id)  # skipped locally, failed in CI when missing

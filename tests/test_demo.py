@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 async def test_demo_drive_through_the_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.devtools.demo import spoken_drive
+    from agent.devtools.demo.drive import spoken_drive
 
     config = Config()
     try:

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow]
 
 
 def _drive() -> list[Any]:
-    from agent.devtools.demo import ENTER_TUNNEL, LEAVE_TUNNEL
+    from agent.devtools.demo.scenes import ENTER_TUNNEL, LEAVE_TUNNEL
 
     return [
         ("piper", "where is my package", True),
@@ -120,7 +120,7 @@ def check_tunnel_scene(result: dict[str, Any], out: Path) -> None:
 
 
 async def test_demo_tunnel_scene_scripted_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.devtools.demo import spoken_drive
+    from agent.devtools.demo.drive import spoken_drive
 
     config = Config()
     voice_models_or_skip(config)
@@ -149,7 +149,8 @@ async def test_demo_tunnel_scene_scripted_model(tmp_path: Path, capsys: pytest.C
 async def test_order_placed_during_another_reply_is_announced_after_it(tmp_path: Path) -> None:
     """The car leaves the tunnel while it is thinking about the next request: the order is placed at once, but
     the car says so only after that reply and its follow-up window, never over it."""
-    from agent.devtools.demo import ENTER_TUNNEL, Scene, spoken_drive
+    from agent.devtools.demo.drive import spoken_drive
+    from agent.devtools.demo.scenes import ENTER_TUNNEL, Scene
 
     config = Config()
     voice_models_or_skip(config)
@@ -182,7 +183,7 @@ async def test_order_placed_during_another_reply_is_announced_after_it(tmp_path:
 @pytest.mark.model
 async def test_demo_tunnel_scene_real_model(tmp_path: Path) -> None:
     """The same scene with the local model deciding the tools (dev profile), within about two minutes."""
-    from agent.devtools.demo import spoken_drive
+    from agent.devtools.demo.drive import spoken_drive
 
     config = Config()
     voice_models_or_skip(config)

@@ -58,7 +58,7 @@ def voices() -> Any:
     require(HAS_PORTAUDIO, "libportaudio2 is not installed")
     ok, why = _models_ready()
     require(ok, f"voice models missing: {why}")
-    from agent.devtools.demo import Voices
+    from agent.devtools.voices import Voices
 
     return Voices(Config())
 

@@ -34,7 +34,7 @@ def test_explicit_engines_are_kept_and_a_profile_without_a_wake_model_means_push
 @pytest.mark.model
 async def test_transcribe_file_reads_a_wav_request(tmp_path: Path) -> None:
     try:
-        from agent.devtools.demo import Voices
+        from agent.devtools.voices import Voices
 
         audio = Voices(Config()).say("piper", "play some jazz")
     except Exception as err:  # noqa: BLE001

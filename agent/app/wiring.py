@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.core.config import Config, cache_dir
 from agent.core.events import EventBus
+from agent.llm.base import LanguageModel
 from agent.plugins.loader import ToolRegistry, load_registry
 from agent.understanding.engine import Assistant
 
@@ -46,11 +47,15 @@ async def build_assistant(
     services: dict[str, Any] | None = None,
     registry: ToolRegistry | None = None,
     warm: bool = True,
+    model: LanguageModel | None = None,
 ) -> Assistant:
-    """Load plugins and the model off the event loop, then warm the system prompt's KV cache."""
+    """Load plugins and the model off the event loop, then warm the system prompt's KV cache.
+
+    `model`: one already loaded (the bench's, which records its generations) instead of the configured one."""
     registry = registry or load_registry(config, services=services)
-    model_id, path = await asyncio.to_thread(llm_model, config)
-    model = await asyncio.to_thread(load_llm, config, model_id, path)
+    if model is None:
+        model_id, path = await asyncio.to_thread(llm_model, config)
+        model = await asyncio.to_thread(load_llm, config, model_id, path)
     assistant = Assistant(config, registry, model, events=events, services=services)
     if warm:
         await assistant.warm()

@@ -12,14 +12,7 @@ import typer
 
 from agent.cli.context import cli_context
 from agent.core.logging import setup_logging
-from agent.devtools.bench import (
-    DEFAULT_EVAL_SET,
-    PHASES,
-    BenchOptions,
-    render_markdown,
-    run_bench,
-    write_report,
-)
+from agent.devtools.bench.options import DEFAULT_EVAL_SET, PHASES, BenchOptions
 
 
 def register(app: typer.Typer) -> None:
@@ -74,6 +67,10 @@ def register(app: typer.Typer) -> None:
         )
         if quick:
             opts.turns, opts.idle_seconds, opts.eval_limit, opts.reps = min(turns, 4), 10.0, 4, 1
+        # The bench itself (the voice loop, the services, the engines) loads only when it runs.
+        from agent.devtools.bench.report import render_markdown, write_report
+        from agent.devtools.bench.runner import run_bench
+
         report = asyncio.run(run_bench(config, opts))
         stem = dt.date.today().isoformat() + ("-quick" if quick else "")
         json_path, md_path = write_report(report, out, stem)

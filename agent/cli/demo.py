@@ -1,4 +1,4 @@
-"""`cabin-agent demo`: a simulated spoken drive through the real voice loop (agent.devtools.demo)."""
+"""`cabin-agent demo`: a simulated spoken drive through the real voice loop (agent.devtools.demo.drive)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import typer
 
 from agent.cli.context import cli_context
 from agent.core.logging import setup_logging
-from agent.devtools.demo import spoken_drive
 
 
 def register(app: typer.Typer) -> None:
@@ -39,4 +38,6 @@ def register(app: typer.Typer) -> None:
         if root.log_level is None:
             # The drive prints every turn itself; info logs would bury it (pass --log-level info to see them).
             setup_logging("warning", config.logging.format, config.logging.log_transcripts)
+        from agent.devtools.demo.drive import spoken_drive  # the voice loop loads only when the demo runs
+
         asyncio.run(spoken_drive(config, out, speed=speed, as_json=as_json))

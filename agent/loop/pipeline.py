@@ -776,3 +776,29 @@ class VoicePipeline:
             if getattr(self.source, "connected", True) is False and self.health_beat is not None:
                 self.health_beat()
 
+    # ------------------------------------------------------------------ read-only views (demo, bench)
+
+    @property
+    def turns(self) -> tuple[TurnRecord, ...]:
+        """The finished turns' records still kept (the last `keep_records`), oldest first."""
+        return tuple(self.records)
+
+    @property
+    def turns_started(self) -> int:
+        """Requests the car has started so far, spoken or typed, finished or not."""
+        return self._turns
+
+    @property
+    def is_idle(self) -> bool:
+        """Idle with nothing being served: no request, reply or announcement in progress."""
+        return self.state == State.IDLE and self._active is None
+
+    @property
+    def in_follow_up(self) -> bool:
+        """The car has just answered and listens for a follow-up without the wake phrase."""
+        return self.detector.in_follow_up
+
+    @property
+    def playbacks(self) -> int:
+        """Replies and announcements played so far (a WavSink's n-th file is playback n)."""
+        return self._playbacks

@@ -641,6 +641,17 @@ class Assistant:
             for name in droppable:
                 kept.pop(name)
 
+    # ------------------------------------------------------------------ for measuring tools (the bench)
+
+    async def prompt_for(self, utterance: str) -> ChatPrompt:
+        """The prompt a turn for `utterance` would start from: instructions, the drive so far, the request."""
+        return await self._prompt(utterance)
+
+    def stream(self, tokens: Sequence[int], **kwargs: Any) -> AsyncIterator[GenerationStep]:
+        """Free generation after `tokens` through the turn's own worker thread and event-loop hand-off (the
+        layer every model call of a turn goes through); leaving the loop early stops the model."""
+        return self._stream(tokens, **kwargs)
+
 
 def _clean(value: Any) -> Any:
     """Values as a driver would say them: strip the model's stray braces, round float noise (21.000000000000004)."""
