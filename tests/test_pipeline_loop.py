@@ -21,7 +21,7 @@ from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import WavSink
 from agent.audio.vad import Endpointer
 from agent.core.config import Config, VadConfig, WakeConfig
-from agent.core.events import EventBus, TurnTimings, now_ms
+from agent.core.events import EventBus, TurnTrace, now_ms
 from agent.loop.pipeline import State, VoicePipeline
 from agent.plugins.loader import ToolRegistry
 from agent.understanding.engine import Assistant
@@ -56,28 +56,28 @@ class FakeAssistant(Assistant):
         self.cancelled = 0
         self.history, self.pending = [], None
 
-    async def turn(self, text: str, *, on_text: Any = None, timings: TurnTimings | None = None) -> TurnResult:
+    async def turn(self, text: str, *, on_text: Any = None, trace: TurnTrace | None = None) -> TurnResult:
         self.calls.append(text)
-        timings = timings or TurnTimings()
+        trace = trace if trace is not None else TurnTrace()
         reply = self.replies.pop(0) if self.replies else self.reply
         try:
             words = reply.split(" ")
             for i, word in enumerate(words):
                 await asyncio.sleep(self.token_delay_s)
-                timings.mark("first_token")
+                trace.mark("first_token")
                 if on_text is not None:
                     on_text(word + (" " if i < len(words) - 1 else ""))
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        timings.mark("tool_done")
+        trace.mark("tool_done")
         return TurnResult(
             "t" + str(len(self.calls)),
             text,
             "en",
             [ToolCallRecord("set_climate", {"temperature_c": 21}, {"ok": True})],
             reply,
-            timings.as_dict(),
+            trace.since(),
             awaiting_confirmation=self.awaiting,
         )
 

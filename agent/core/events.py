@@ -1,4 +1,4 @@
-"""Timestamped pipeline events: a small pub/sub bus, and the per-turn latency record built from them."""
+"""Timestamped pipeline events (a small pub/sub bus) and the one trace each request leaves behind."""
 
 from __future__ import annotations
 
@@ -46,14 +46,41 @@ class EventBus:
 
 
 @dataclass
-class TurnTimings:
-    """Milliseconds since the turn started, per milestone; rendered as `timings_ms` in JSON output."""
+class ModelCall:
+    """One use of the model inside a turn: which step, how many tokens it read and wrote, how long it took."""
+
+    phase: str  # decide (labels weighed), arguments, next (another call?), say, peek, fill
+    prompt_tokens: int
+    generated: int = 0
+    ms: float = 0.0
+    first_ms: float | None = None  # to the first generated token
+    grammar: bool = False  # constrained by a tool's argument grammar
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"phase": self.phase, "prompt_tokens": self.prompt_tokens, "generated": self.generated,
+                "grammar": self.grammar, "first_ms": None if self.first_ms is None else round(self.first_ms, 1),
+                "ms": round(self.ms, 1)}
+
+
+@dataclass
+class TurnTrace:
+    """One request from trigger to silence, on one clock: every milestone (monotonic ms, `now_ms`) marked by
+    whoever reaches it (the voice loop: wake, speech end, endpoint, transcript, first audio; the turn engine:
+    first token, call decoded, tool done), and each model call. The bench, the eval and the logs read this."""
 
     start_ms: float = field(default_factory=now_ms)
     marks: dict[str, float] = field(default_factory=dict)
+    model_calls: list[ModelCall] = field(default_factory=list)
 
-    def mark(self, name: str) -> None:
-        self.marks.setdefault(name, now_ms() - self.start_ms)
+    def mark(self, name: str, at_ms: float | None = None) -> None:
+        """The first time a milestone is reached counts (a second call in the turn does not move it)."""
+        self.marks.setdefault(name, now_ms() if at_ms is None else at_ms)
 
-    def as_dict(self) -> dict[str, float]:
-        return {name: round(value, 1) for name, value in self.marks.items()}
+    def since(self, origin: str | None = None) -> dict[str, float]:
+        """Marks in ms after `origin` (a mark name; None: the trace's start), in the order they happened;
+        marks before the origin are left out."""
+        zero = self.start_ms if origin is None else self.marks.get(origin)
+        if zero is None:
+            return {}
+        ordered = sorted(self.marks.items(), key=lambda kv: kv[1])
+        return {name: round(at - zero, 1) for name, at in ordered if at >= zero}

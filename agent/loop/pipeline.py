@@ -24,7 +24,7 @@ from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import AudioSink
 from agent.audio.vad import Endpointer, EndReason
 from agent.core.config import Config
-from agent.core.events import EventBus, TurnTimings, now_ms
+from agent.core.events import EventBus, TurnTrace, now_ms
 from agent.core.logging import get_logger
 from agent.loop.complete import sounds_complete
 from agent.loop.stages import bias_vocabulary, build_stages
@@ -64,12 +64,13 @@ class State(StrEnum):
 
 @dataclass
 class TurnRecord:
-    """One request from trigger to silence. `marks` are monotonic ms (agent.core.events.now_ms)."""
+    """One request from trigger to silence: what was heard, done and said, and its trace (the milestones the
+    loop and the turn engine marked on one clock, and the model's calls)."""
 
     index: int
     trigger: str  # wake, push-to-talk, follow-up, text (the control socket's say)
     barge_in: bool = False  # it interrupted the car
-    marks: dict[str, float] = field(default_factory=dict)
+    trace: TurnTrace = field(default_factory=TurnTrace)
     end_reason: str | None = None  # why listening ended (silence, max-length, no-speech, source-ended)
     transcript: str | None = None
     reply: str | None = None
@@ -81,8 +82,13 @@ class TurnRecord:
     awaiting_confirmation: bool = False
     playback_index: int | None = None  # which playback of the sink carried the reply (WavSink files)
 
+    @property
+    def marks(self) -> dict[str, float]:
+        """Monotonic ms (agent.core.events.now_ms) of each milestone reached."""
+        return self.trace.marks
+
     def mark(self, name: str, at_ms: float | None = None) -> None:
-        self.marks.setdefault(name, now_ms() if at_ms is None else at_ms)
+        self.trace.mark(name, at_ms)
 
     def latency_ms(self) -> dict[str, float]:
         """Each stage after the driver stopped speaking, in ms from the end of speech."""
@@ -112,6 +118,7 @@ class TurnRecord:
             # relative to the trigger, in the order they happened
             "marks_ms": {k: round(v - start, 1) for k, v in sorted(self.marks.items(), key=lambda kv: kv[1])},
             "latency_ms": self.latency_ms(),
+            "model_calls": [c.as_dict() for c in self.trace.model_calls],
         }
 
 
@@ -673,12 +680,11 @@ class VoicePipeline:
 
     async def _reply(self, record: TurnRecord, text: str) -> None:
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        timings = TurnTimings()
 
         async def turn() -> Any:
             try:
                 return await asyncio.wait_for(
-                    self.assistant.turn(text, on_text=deltas.put_nowait, timings=timings), TURN_TIMEOUT_S
+                    self.assistant.turn(text, on_text=deltas.put_nowait, trace=record.trace), TURN_TIMEOUT_S
                 )
             finally:
                 deltas.put_nowait(None)
@@ -696,9 +702,6 @@ class VoicePipeline:
                 turn_task.cancel()  # barge-in: generation stops at the next token
                 with contextlib.suppress(BaseException):
                     await turn_task
-            for name in ("first_token", "tool_done"):
-                if name in timings.marks:
-                    record.mark(name, timings.start_ms + timings.marks[name])
         record.reply = result.reply
         record.turn_id = result.turn_id
         record.awaiting_confirmation = result.awaiting_confirmation

@@ -22,7 +22,7 @@ from typing import Any
 
 from agent.core.config import Config
 from agent.core.errors import LlmError
-from agent.core.events import EventBus, TurnTimings
+from agent.core.events import EventBus, ModelCall, TurnTrace
 from agent.core.logging import bind_turn, get_logger, unbind_turn
 from agent.core.words import has_cjk
 from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
@@ -78,6 +78,7 @@ class Assistant:
         self._labels: dict[str, list[int]] = {}
         self.warm_info: dict[str, Any] = {}
         self._in_turn = False  # a prefill ahead of need gives way to a turn
+        self._trace: TurnTrace | None = None  # the running turn's, for the model calls it records
 
     def reset(self) -> None:
         self.conversation.clear()
@@ -144,11 +145,15 @@ class Assistant:
             self._labels = {name: self.model.tokenize(text) for name, text in labels.items()}
         return self._labels
 
-    async def _stream(self, tokens: Sequence[int], **kwargs: Any) -> AsyncIterator[GenerationStep]:
-        """Generation steps from the worker thread; leaving the loop early stops the model at the next token."""
+    async def _stream(self, tokens: Sequence[int], *, phase: str = "say",
+                      **kwargs: Any) -> AsyncIterator[GenerationStep]:
+        """Generation steps from the worker thread; leaving the loop early stops the model at the next token.
+        Each call is recorded in the turn's trace (tokens read and written, time to the first and the last)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
+        call = self._model_call(phase, len(tokens), grammar=kwargs.get("json_schema") is not None)
+        started = time.perf_counter()
 
         def work() -> None:
             try:
@@ -167,9 +172,32 @@ class Assistant:
                     return
                 if isinstance(item, BaseException):
                     raise LlmError(f"generation failed: {item}") from item
+                if call is not None:
+                    call.generated += 1
+                    if call.first_ms is None:
+                        call.first_ms = (time.perf_counter() - started) * 1000
                 yield item
         finally:
             stop.set()  # barge-in or an early stop: the worker notices before its next token
+            if call is not None:
+                call.ms = (time.perf_counter() - started) * 1000
+
+    def _model_call(self, phase: str, prompt_tokens: int, *, grammar: bool = False) -> ModelCall | None:
+        if self._trace is None:
+            return None
+        call = ModelCall(phase, prompt_tokens, grammar=grammar)
+        self._trace.model_calls.append(call)
+        return call
+
+    async def _score(self, phase: str, tokens: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
+        """The model's log-probability of each option after `tokens` (recorded in the trace as one call)."""
+        call = self._model_call(phase, len(tokens))
+        started = time.perf_counter()
+        try:
+            return await self._in_worker(self.model.score, tokens, options)
+        finally:
+            if call is not None:
+                call.ms = (time.perf_counter() - started) * 1000
 
     async def _collect(self, tokens: Sequence[int], **kwargs: Any) -> tuple[str, list[int]]:
         text, ids = "", []
@@ -186,17 +214,22 @@ class Assistant:
         text: str,
         *,
         on_text: Callable[[str], Any] | None = None,
-        timings: TurnTimings | None = None,
+        trace: TurnTrace | None = None,
     ) -> TurnResult:
-        """Run one turn. `on_text` receives the reply as it is produced (sentence streaming for speech)."""
+        """Run one turn. `on_text` receives the reply as it is produced (sentence streaming for speech).
+
+        `trace` is the request's own (the voice loop's, begun at the wake word); the turn marks its milestones
+        and model calls in it. Without one the turn begins its own."""
         turn_id = uuid.uuid4().hex[:12]
         bind_turn(turn_id)
-        timings = timings or TurnTimings()
+        trace = trace if trace is not None else TurnTrace()
+        trace.mark("turn_started")
+        self._trace = trace
         language = detect_language(text, self.config.language)
         recent = [c for e in self.conversation.current() for c in e.decision.calls]
         ctx = ToolContext(config=self.config, language=language, utterance=text, services=self.services,
                           recent=recent)
-        t = TurnInProgress(text, ctx, timings, on_text or (lambda _t: None))
+        t = TurnInProgress(text, ctx, trace, on_text or (lambda _t: None))
         self.events.publish("turn-started", turn_id=turn_id)
         log.info("turn-started", text=text, language=language)
         self._in_turn = True
@@ -204,15 +237,17 @@ class Assistant:
             await self._run(t)
         finally:
             self._in_turn = False
+            self._trace = None
             unbind_turn()
-        timings.mark("total")
+        trace.mark("total")
         reply = " ".join(t.replies).strip() or line(language, "not_caught")
         if not t.replies:
             t.emit(reply)
         made = [c for c in t.calls if c.status not in REJECTED]
-        result = TurnResult(turn_id, text, language, made, reply, timings.as_dict(), awaiting_confirmation=t.awaiting,
+        timings = {k: v for k, v in trace.since("turn_started").items() if k != "turn_started"}
+        result = TurnResult(turn_id, text, language, made, reply, timings, awaiting_confirmation=t.awaiting,
                             rejected_calls=[c for c in t.calls if c.status in REJECTED], asked=t.asked,
-                            decision=t.decision)
+                            decision=t.decision, trace=trace)
         self.events.publish("turn-finished", turn_id=turn_id, timings_ms=result.timings_ms)
         log.info("turn-finished", reply=reply, tools=[c.name for c in t.calls], timings_ms=result.timings_ms)
         return result
@@ -348,7 +383,7 @@ class Assistant:
     async def _peek(self, t: TurnInProgress) -> str:
         """Which label the model gives this utterance (without acting on it)."""
         prompt = await self._prompt(t.text)
-        scores = await self._in_worker(self.model.score, prompt.tokens, list(self._label_tokens().values()))
+        scores = await self._score("peek", prompt.tokens, list(self._label_tokens().values()))
         names = list(self._label_tokens())
         return names[max(range(len(names)), key=lambda i: scores[i])]
 
@@ -372,7 +407,7 @@ class Assistant:
         labels = self._label_tokens()
         if only is None:
             names = list(labels)
-            scores = await self._in_worker(self.model.score, prompt.tokens, [labels[n] for n in names])
+            scores = await self._score("decide", prompt.tokens, [labels[n] for n in names])
             label = names[max(range(len(names)), key=lambda i: scores[i])]
         else:
             label = only
@@ -386,7 +421,8 @@ class Assistant:
         """The call's arguments under its schema, and every token of the call as the model wrote it."""
         base = list(tokens) + self.model.tokenize(self.format.label(tool.name))
         schema = prune_schema(tool, utterance) if self.config.llm.constrained else None
-        text, ids = await self._collect(base, max_tokens=self.config.llm.max_call_tokens, json_schema=schema,
+        text, ids = await self._collect(base, phase="arguments", max_tokens=self.config.llm.max_call_tokens,
+                                        json_schema=schema,
                                         lead=self.format.args_opening, latin_only=not has_cjk(utterance))
         try:
             arguments = json.loads(text.strip() or "{}")
@@ -398,11 +434,11 @@ class Assistant:
 
     async def _understand(self, t: TurnInProgress) -> None:
         prompt = await self._prompt(t.text)
-        t.timings.mark("prompt_ready")
+        t.trace.mark("prompt_ready")
         labels = self._label_tokens()
         names = list(labels)
-        scores = await self._in_worker(self.model.score, prompt.tokens, [labels[n] for n in names])
-        t.timings.mark("first_token")
+        scores = await self._score("decide", prompt.tokens, [labels[n] for n in names])
+        t.trace.mark("first_token")
         self.events.publish("first-token")
         ranked = sorted(zip(scores, names, strict=True), reverse=True)
         label = ranked[0][1]
@@ -415,7 +451,7 @@ class Assistant:
         for _ in range(MAX_CALLS_PER_TURN):
             tool = self.registry.get(label)
             arguments, tokens = await self._decode_arguments(tokens, tool, t.text)
-            t.timings.mark("tool_call_complete")
+            t.trace.mark("tool_call_complete")
             self.events.publish("tool-call-complete", tool=tool.name)
             if arguments is None:
                 record = ToolCallRecord(tool.name, {}, valid=False, status="invalid",
@@ -444,13 +480,13 @@ class Assistant:
             return None
         ends = [[e] for e in end]  # any end token closes the answer (Qwen ends a turn with <|im_end|>)
         if tokens[-len(sep):] != sep:
-            *done, more = await self._in_worker(self.model.score, tokens, [*ends, sep[:1]])
+            *done, more = await self._score("next", tokens, [*ends, sep[:1]])
             if max(done) >= more:
                 return None
             tokens += sep
         names = [n for n in self._label_tokens() if n != "say"]
         options = [*ends, *(self._label_tokens()[n] for n in names)]
-        scores = await self._in_worker(self.model.score, tokens, options)
+        scores = await self._score("next", tokens, options)
         best = max(range(len(names)), key=lambda i: scores[len(ends) + i])
         if scores[len(ends) + best] <= max(scores[: len(ends)]):
             return None
@@ -490,7 +526,7 @@ class Assistant:
                 t.say(line(t.language, "cannot"))
             return False
         if first:
-            t.timings.mark("reply_first_text")
+            t.trace.mark("reply_first_text")
         t.say(sentence)
         return True
 
@@ -580,7 +616,7 @@ class Assistant:
             raise
         if not done:
             t.acknowledged = True
-            t.timings.mark("acknowledged")
+            t.trace.mark("acknowledged")
             t.emit(line(t.language, "one_moment") + " ")
         return await task
 
@@ -609,7 +645,7 @@ class Assistant:
 
     async def _execute(self, t: TurnInProgress, tool: Tool, record: ToolCallRecord, prepared: Prepared | None) -> None:
         result: ToolResult = await self._acknowledged(t, self.registry.call(tool.name, record.arguments, t.ctx))
-        t.timings.mark("tool_done")
+        t.trace.mark("tool_done")
         self.events.publish("tool-done", tool=tool.name, ok=result.ok)
         record.result = result.data if result.ok else {"error": result.error}
         record.status = "ok" if result.ok else "failed"

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.core.events import TurnTimings
+from agent.core.events import TurnTrace
 from agent.plugins.base import Prepared, Question, Tool, ToolContext
 from agent.understanding.confirmation import Pending as PendingKind
 from agent.understanding.wire import Call
@@ -53,6 +53,7 @@ class TurnResult:
     rejected_calls: list[ToolCallRecord] = field(default_factory=list)
     asked: bool = False  # the reply is a question for a missing value
     decision: dict[str, Any] = field(default_factory=dict)  # the labels the model weighed, for logs and eval
+    trace: TurnTrace | None = field(default=None, repr=False)  # milestones and model calls (bench, logs)
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -68,6 +69,8 @@ class TurnResult:
         }
         if self.decision:
             out["decision"] = self.decision
+        if self.trace is not None and self.trace.model_calls:
+            out["model_calls"] = [c.as_dict() for c in self.trace.model_calls]
         if self.transcript is not None:
             out["transcript"] = self.transcript
         return out
@@ -98,7 +101,7 @@ class TurnInProgress:
 
     text: str
     ctx: ToolContext
-    timings: TurnTimings
+    trace: TurnTrace
     emit: Callable[[str], Any]
     calls: list[ToolCallRecord] = field(default_factory=list)
     made: list[Call] = field(default_factory=list)  # calls that ran or wait, as the history will show them

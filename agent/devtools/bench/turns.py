@@ -1,6 +1,6 @@
 """The bench's spoken turns: the script through the real voice loop, each turn's stages after the end of
-speech, and each model call a turn made (the model is wrapped to record them, the assistant to keep each
-turn's timings)."""
+speech and each model call it made, read from the turn's trace. (The overhead phase wraps the model to keep
+the exact prompt tokens a bare loop then continues.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.app.wiring import build_assistant, llm_model, load_llm
 from agent.audio.sinks import WavSink
-from agent.core.events import EventBus, TurnTimings, now_ms
+from agent.core.events import EventBus, now_ms
 from agent.devtools.bench.machine import ProcSampler, resource_summary
 from agent.devtools.bench.script import ScriptedTurn, SpokenTurns
 from agent.devtools.bench.stats import STAGES, decode_rates, stage_breakdown, summarize_ms
@@ -92,28 +92,6 @@ async def bench_assistant(config: Any, *, events: EventBus | None = None) -> Ass
     return await build_assistant(config, events=events, model=model)
 
 
-class TimedAssistant:
-    """The real Assistant, keeping each turn's timings (the pipeline's record has no tool_call_complete) and
-    each model call it made: tokens in, tokens out, time, and whether a grammar constrained it."""
-
-    def __init__(self, assistant: Assistant) -> None:
-        self._assistant = assistant
-        self._model: RecordedModel = assistant.model  # type: ignore[assignment]  # built by bench_assistant
-        self.timings: dict[str, tuple[float, dict[str, float]]] = {}
-        self.calls: dict[str, list[dict[str, Any]]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._assistant, name)
-
-    async def turn(self, text: str, *, on_text: Any = None, timings: TurnTimings | None = None) -> Any:
-        timings = timings or TurnTimings()
-        with self._model.recording() as calls:
-            result = await self._assistant.turn(text, on_text=on_text, timings=timings)
-        self.timings[result.turn_id] = (timings.start_ms, dict(timings.marks))
-        self.calls[result.turn_id] = [c.as_dict() for c in calls]
-        return result
-
-
 async def spoken_turns(
     config: Any,
     script: list[ScriptedTurn],
@@ -123,12 +101,11 @@ async def spoken_turns(
     """Run the script through the real voice loop. Returns (results, assistant, pipeline) for what follows."""
     events = EventBus()
     assistant = await bench_assistant(config, events=events)
-    timed = TimedAssistant(assistant)
     holder: dict[str, VoicePipeline] = {}
     mic = ScriptedMic(SpokenTurns(script, lambda: holder.get("p")), seed=3, snr_db=snr_db)
     # Playback paced like a speaker: the driver hears the whole reply before speaking again.
     sink = WavSink(work / "replies", pace_realtime=True)
-    pipeline = await VoicePipeline.from_config(config, timed, mic, sink, events=events)
+    pipeline = await VoicePipeline.from_config(config, assistant, mic, sink, events=events)
     # Keep every record of the run (the pipeline keeps the last 50 by default).
     pipeline.records = collections.deque(maxlen=len(script) * 3 + 10)
     holder["p"] = pipeline
@@ -159,12 +136,7 @@ async def spoken_turns(
             item["outcome"] = "not-started"
             turns_out.append(item)
             continue
-        marks = dict(rec.marks)
-        if rec.turn_id and rec.turn_id in timed.timings:
-            start, tmarks = timed.timings[rec.turn_id]
-            for name in ("prompt_ready", "tool_call_complete", "reply_first_text"):
-                if name in tmarks:
-                    marks[name] = start + tmarks[name]
+        marks = dict(rec.trace.marks)  # the loop's and the turn engine's milestones, on one clock
         stages = stage_breakdown(marks, turn.speech_end_ms)
         total = marks["first_audio"] - turn.speech_end_ms if "first_audio" in marks else None
         item.update(
@@ -182,7 +154,7 @@ async def spoken_turns(
                 if "speech_end" in marks
                 else None,
                 "stages_ms": stages,
-                "model_calls": timed.calls.get(rec.turn_id or "", []),
+                "model_calls": [c.as_dict() for c in rec.trace.model_calls],
             }
         )
         turns_out.append(item)
