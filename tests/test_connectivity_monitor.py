@@ -9,8 +9,8 @@ import pytest
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.networkmanager import link_up_from_state, watch_networkmanager
 from agent.core.events import EventBus
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
+from agent.devtools.reference_service import ReferenceService
+from agent.devtools.reference_service import service_config
 
 T = 5.0
 

@@ -12,7 +12,7 @@ from agent.devtools.evaluation import EvalCase, load_cases, normalize_text
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
-from agent.services.reference import load_catalogue
+from agent.devtools.reference_service import load_catalogue
 
 DATA = Path(__file__).parent / "data"
 HOLDOUT = DATA / "eval_holdout.jsonl"

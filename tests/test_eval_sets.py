@@ -13,7 +13,7 @@ from agent.devtools.evaluation import TOOL_FAMILY, EvalCase, load_eval, normaliz
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
-from agent.services.reference import load_catalogue
+from agent.devtools.reference_service import load_catalogue
 
 DATA = Path(__file__).parent / "data" / "eval"
 FAMILIES = {"climate", "navigation", "media", "phone", "meals", "deliveries", "none"}

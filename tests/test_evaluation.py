@@ -28,7 +28,7 @@ from agent.devtools.evaluation import (
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
-from agent.services.reference import load_catalogue
+from agent.devtools.reference_service import load_catalogue
 
 EVAL_SET = Path(__file__).parent / "data" / "eval_car.jsonl"
 # Tools added after the first eval sets were written (tests/data/eval/ covers them).

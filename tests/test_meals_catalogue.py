@@ -7,7 +7,7 @@ import pytest
 
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.meals.orders import describe, prepare_order
-from agent.services.reference import load_catalogue
+from agent.devtools.reference_service import load_catalogue
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_TOLD, OutboxStore
-from agent.services.reference import ReferenceService
+from agent.devtools.reference_service import ReferenceService
 
 ACTIONS = int(os.environ.get("CABIN_AGENT_DRILL_ACTIONS", "120"))
 CORRUPT_ACTIONS = 20

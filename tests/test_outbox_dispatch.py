@@ -13,8 +13,8 @@ from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES, OutboxStore
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
+from agent.devtools.reference_service import ReferenceService
+from agent.devtools.reference_service import service_config
 
 T = 10.0
 

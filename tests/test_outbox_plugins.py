@@ -16,8 +16,8 @@ from agent.outbox.store import CANCELLED, DELIVERED, OPEN_STATES, OutboxStore
 from agent.plugins.base import ToolContext, ToolResult
 from agent.plugins.deliveries import DeliveriesPlugin
 from agent.plugins.meals import MealsPlugin
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
+from agent.devtools.reference_service import ReferenceService
+from agent.devtools.reference_service import service_config
 
 T = 10.0
 PIZZA = {"item": "pepperoni pizza", "size": "large", "restaurant": "Luigi's"}

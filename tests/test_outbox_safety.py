@@ -36,8 +36,8 @@ from agent.outbox.store import (
 from agent.plugins.base import ToolContext
 from agent.plugins.loader import ToolRegistry
 from agent.services.client import MealsClient
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
+from agent.devtools.reference_service import ReferenceService
+from agent.devtools.reference_service import service_config
 
 T = 10.0
 

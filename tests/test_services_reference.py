@@ -12,7 +12,7 @@ import pytest
 from agent.core.config import ServiceEndpoint
 from agent.core.errors import ServiceError
 from agent.services.client import MealsClient, ServiceClient
-from agent.services.reference import ReferenceService
+from agent.devtools.reference_service import ReferenceService
 
 ORDER = {
     "restaurant_id": "luigis",

@@ -13,7 +13,7 @@ import pytest
 from conftest import require
 
 from agent.audio.chunk import AudioChunk
-from agent.audio.noise import mix_at_snr, noise_int16, road_noise
+from agent.devtools.road_noise import mix_at_snr, noise_int16, road_noise
 from agent.audio.vad import Endpointer, EndReason, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
 from agent.core.config import VadConfig
 

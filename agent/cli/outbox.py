@@ -145,7 +145,7 @@ def devservice(
     """Run the reference meals/deliveries service on 127.0.0.1 (see docs/services.md)."""
     import os
 
-    from agent.services.reference import ReferenceService
+    from agent.devtools.reference_service import ReferenceService
 
     command_config(ctx)  # logging set-up
     api_key = os.environ.get(api_key_env) if api_key_env else None

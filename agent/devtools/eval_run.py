@@ -24,7 +24,7 @@ from agent.devtools.evaluation import (
     summarize_sessions,
 )
 from agent.plugins.loader import load_registry
-from agent.services.reference import ReferenceService
+from agent.devtools.reference_service import ReferenceService
 from agent.understanding.engine import Assistant
 
 

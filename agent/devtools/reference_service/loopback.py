@@ -1,4 +1,4 @@
-"""Helpers for tests and the demo: a config pointing both services at a reference service, with fast probes."""
+"""A config pointed at the reference service on loopback, for tests and the development tools."""
 
 from __future__ import annotations
 
