@@ -736,7 +736,7 @@ class BenchMic:
         snr_db: float = SNR_DB,
         max_wait_seconds: float = 300.0,
     ) -> None:
-        from agent.audio.noise import road_noise
+        from agent.devtools.road_noise import road_noise
 
         self.turns = turns
         self.pipeline = pipeline
@@ -1464,7 +1464,7 @@ async def _daemon(config: Any, noise: Path, sink_dir: Path) -> int:
 
 
 def write_noise_wav(path: Path, seconds: float, snr_db: float = SNR_DB, seed: int = 11) -> Path:
-    from agent.audio.noise import road_noise
+    from agent.devtools.road_noise import road_noise
 
     level = 32768 * 10 ** ((SPEECH_DBFS - snr_db) / 20)
     pcm = np.clip(np.round(road_noise(seconds, RATE, seed=seed) * level), -32768, 32767).astype(np.int16)
@@ -1646,7 +1646,7 @@ def _say(message: str) -> None:
 async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
     from agent.devtools.demo import demo_cache_dir
     from agent.models.engines import resolved_config
-    from agent.services.reference import ReferenceService
+    from agent.devtools.reference_service import ReferenceService
 
     report: dict[str, Any] = {
         "version": REPORT_VERSION,
@@ -1807,7 +1807,7 @@ def _unless_skipped(name: str, opts: BenchOptions) -> None:
 
 
 def _noisy(speech: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
-    from agent.audio.noise import road_noise
+    from agent.devtools.road_noise import road_noise
 
     pad = np.zeros(RATE // 2, np.int16)
     clean = np.concatenate([pad, speech, pad]).astype(np.float32)

@@ -151,7 +151,7 @@ class Voices:
 
 
 def _level(audio: np.ndarray, dbfs: float) -> np.ndarray:
-    from agent.audio.noise import active_rms
+    from agent.devtools.road_noise import active_rms
 
     rms = active_rms(audio.astype(np.float64), RATE) or 1.0
     gain = 32768 * 10 ** (dbfs / 20) / rms
@@ -216,7 +216,7 @@ class CabinMic:
         tail_seconds: float = 2.0,
         turns: Callable[[], int] | None = None,
     ) -> None:
-        from agent.audio.noise import road_noise
+        from agent.devtools.road_noise import road_noise
 
         self.segments = segments
         self.ready = ready
@@ -409,7 +409,7 @@ async def spoken_drive(
     from agent.audio.sinks import WavSink
     from agent.core.events import EventBus
     from agent.loop.pipeline import State, VoicePipeline
-    from agent.services.reference import ReferenceService
+    from agent.devtools.reference_service import ReferenceService
     from agent.services.wiring import open_services
     from agent.understanding.engine import Assistant
 
