@@ -14,7 +14,7 @@ from agent.core.events import EventBus
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES, OutboxStore
 from agent.devtools.reference_service import ReferenceService
-from agent.devtools.reference_service import service_config
+from agent.devtools.reference_service import loopback_config
 
 T = 10.0
 
@@ -39,7 +39,7 @@ def service(tmp_path):
 
 @asynccontextmanager
 async def running(service, tmp_path, *, events=None, **config_overrides):
-    config = service_config(service.url, tmp_path / "outbox.db", **config_overrides)
+    config = loopback_config(service.url, tmp_path / "outbox.db", **config_overrides)
     store = OutboxStore(tmp_path / "outbox.db")
     monitor = ConnectivityMonitor(config, events)
     dispatcher = Dispatcher(
