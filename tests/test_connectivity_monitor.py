@@ -9,8 +9,7 @@ import pytest
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.networkmanager import link_up_from_state, watch_networkmanager
 from agent.core.events import EventBus
-from agent.devtools.reference_service import ReferenceService
-from agent.devtools.reference_service import loopback_config
+from agent.devtools.reference_service import ReferenceService, loopback_config
 
 T = 5.0
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from conftest import require
 
+from agent.core.config import Config
 from agent.devtools.fakecard import FakeCard
 from agent.devtools.road_noise import road_noise
-from agent.core.config import Config
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 

@@ -13,9 +13,9 @@ import pytest
 from conftest import require
 
 from agent.audio.chunk import AudioChunk
-from agent.devtools.road_noise import mix_at_snr, noise_int16, road_noise
 from agent.audio.vad import Endpointer, EndReason, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
 from agent.core.config import VadConfig
+from agent.devtools.road_noise import mix_at_snr, noise_int16, road_noise
 
 RATE = 16000
 

@@ -1,7 +1,7 @@
-"""The reference service's seed data: restaurants, menus, prices and packages, read from `data/catalogue.json`.
+"""The reference service's seed data: restaurants, menus, prices and packages (`data/catalogue.json`).
 
-The car ships none of it: it asks for the catalogue (GET /catalogue) and keeps the answer, with its age, for use
-in a tunnel. Tests and the eval read the same file to know what is on the menu.
+The car ships none of it: it asks for the catalogue (GET /catalogue) and keeps the answer, with its age, for
+use in a tunnel. Tests and the eval read the same file to know what is on the menu.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""What the reference service is told to do wrong, on command: fail the next requests, answer slowly, or answer
-late after committing (the lost-answer window the car's retry must survive)."""
+"""What the reference service is told to do wrong, on command: fail the next requests, answer slowly, or
+answer late after committing (the lost-answer window the car's retry must survive)."""
 
 from __future__ import annotations
 

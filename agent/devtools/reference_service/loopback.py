@@ -1,5 +1,5 @@
-"""A config pointed at the reference service on loopback: the one builder for tests, the eval, the demo, the bench
-and the outbox crash drill."""
+"""A config pointed at the reference service on loopback: the one builder for tests, the eval, the demo, the
+bench and the outbox crash drill."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def loopback_config(
     down_after: int | None = None,
     **sections: Any,
 ) -> Config:
-    """`config` (the defaults if None) with both services at the reference service at `url` (no API key), the
-    outbox in `outbox_file` and no NetworkManager: the machine's own link says nothing about a loopback service.
+    """`config` (the defaults if None) with both services at the reference service at `url` (no API key),
+    the outbox in `outbox_file` and no NetworkManager: the machine's own link says nothing about a loopback
+    service.
 
     The probes default to fast enough for a test; a probe setting given as None keeps the config's own.
     `sections` are merged last, key by key (`outbox={"max_attempts": 3}`, `services={"meals": {...}}`).
@@ -39,6 +40,6 @@ def loopback_config(
         "outbox": {"path": str(outbox_file)},
         "connectivity": {k: v for k, v in probes.items() if v is not None} | {"use_networkmanager": False},
     }
-    # model_dump keeps values as the config holds them (paths, secrets), so validating it again changes nothing.
+    # model_dump keeps values as the config holds them (paths, secrets): validating it again changes nothing.
     base = config.model_dump() if config is not None else {}
     return validate(_merge(_merge(base, loopback), sections))

@@ -1,7 +1,7 @@
 """What a request to the reference service may hold (docs/openapi.yaml), and the error it answers otherwise.
 
-Bodies and queries are validated with pydantic: a malformed request is a 400/422 with a short reason naming the
-field, never a dropped connection.
+Bodies and queries are validated with pydantic: a malformed request is a 400/422 with a short reason naming
+the field, never a dropped connection.
 """
 
 from __future__ import annotations

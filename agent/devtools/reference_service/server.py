@@ -12,15 +12,24 @@ import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from agent.core.logging import get_logger
 from agent.devtools.reference_service.requests import HttpError
 
-if TYPE_CHECKING:
-    from agent.devtools.reference_service.service import ReferenceService
-
 log = get_logger("devservice")
+
+
+class Service(Protocol):
+    """What the wire needs of the service (ReferenceService): its limits, and one request in, one answer out."""
+
+    request_deadline_seconds: float
+    max_connections: int
+    max_body_bytes: int
+
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict, dict[str, str]]: ...
 
 WRITE_TIMEOUT_SECONDS = 5.0
 DRAIN_MAX_BYTES = 64 * 1024 * 1024  # what is read and dropped after a 413, so the client sees the answer
@@ -30,7 +39,7 @@ class ServiceServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type, service: ReferenceService) -> None:
+    def __init__(self, address: tuple[str, int], handler: type, service: Service) -> None:
         self.service = service
         # One slot per handler thread: a flood of slow clients gets 503 at once instead of a thread each.
         self._slots = threading.BoundedSemaphore(service.max_connections)

@@ -46,8 +46,8 @@ CREATE TABLE IF NOT EXISTS price_overrides (
 
 
 class ServiceStore:
-    """One SQLite connection shared by the handler threads, serialised by `lock` (re-entrant: a request holds it
-    across its whole transaction)."""
+    """One SQLite connection shared by the handler threads, serialised by `lock` (re-entrant: a request holds
+    it across its whole transaction)."""
 
     def __init__(self, db_path: Path | str = ":memory:") -> None:
         self.lock = threading.RLock()
@@ -191,8 +191,8 @@ class ServiceStore:
                 for i in r["items"]
             ]
             restaurants.append(
-                self.restaurant_view(r) | {"aliases": r.get("aliases", []), "cuisine_zh": r.get("cuisine_zh", ""),
-                                            "items": items}
+                self.restaurant_view(r)
+                | {"aliases": r.get("aliases", []), "cuisine_zh": r.get("cuisine_zh", ""), "items": items}
             )
         with self.lock:
             overrides = self.db.execute("SELECT COUNT(*) FROM price_overrides").fetchone()[0]
