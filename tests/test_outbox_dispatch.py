@@ -11,10 +11,10 @@ import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES, OutboxStore
-from agent.devtools.reference_service import ReferenceService
-from agent.devtools.reference_service import loopback_config
+from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES
+from agent.outbox.store import OutboxStore
 
 T = 10.0
 

@@ -11,13 +11,13 @@ import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.store import CANCELLED, DELIVERED, OPEN_STATES, OutboxStore
+from agent.outbox.entries import CANCELLED, DELIVERED, OPEN_STATES
+from agent.outbox.store import OutboxStore
 from agent.plugins.base import ToolContext, ToolResult
 from agent.plugins.deliveries import DeliveriesPlugin
 from agent.plugins.meals import MealsPlugin
-from agent.devtools.reference_service import ReferenceService
-from agent.devtools.reference_service import loopback_config
 
 T = 10.0
 PIZZA = {"item": "pepperoni pizza", "size": "large", "restaurant": "Luigi's"}

@@ -21,8 +21,9 @@ from test_outbox_plugins import PIZZA, daemon
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.config import ServiceEndpoint
 from agent.core.events import EventBus
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.store import (
+from agent.outbox.entries import (
     DELIVERED,
     FAILED,
     IN_FLIGHT,
@@ -30,14 +31,12 @@ from agent.outbox.store import (
     NOTIFY_INLINE,
     NOTIFY_TOLD,
     OPEN_STATES,
-    OutboxError,
-    OutboxStore,
 )
+from agent.outbox.errors import OutboxError
+from agent.outbox.store import OutboxStore
 from agent.plugins.base import ToolContext
 from agent.plugins.loader import ToolRegistry
 from agent.services.client import MealsClient
-from agent.devtools.reference_service import ReferenceService
-from agent.devtools.reference_service import loopback_config
 
 T = 10.0
 

@@ -33,8 +33,10 @@ from agent.core.errors import EX_UNAVAILABLE
 from agent.core.logging import setup_logging
 from agent.devtools.reference_service import loopback_config
 from agent.outbox.dispatcher import Dispatcher
+from agent.outbox.entries import NOTIFY_ANNOUNCE
+from agent.outbox.errors import OutboxBusy, OutboxOwned
 from agent.outbox.recovery import open_owned
-from agent.outbox.store import NOTIFY_ANNOUNCE, OutboxBusy, OutboxOwned, OutboxStore
+from agent.outbox.store import OutboxStore
 from agent.services.access import ServiceAccess
 from agent.services.client import client_for
 
