@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.app.control import ControlError, DaemonNotRunning, client_socket_path, request_sync
+from agent.app.control import ControlError, DaemonNotRunning
+from agent.app.control_client import client_socket_path, request_sync
 from agent.cli.context import command_config
 from agent.core.config import outbox_path
 from agent.outbox.admin import OutboxAdmin
