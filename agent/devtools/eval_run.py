@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.config import Config
+from agent.devtools.eval_cases import EvalCase, EvalSession
+from agent.devtools.eval_scoring import summarize_sessions
+from agent.devtools.evaluation import EvalReport, Progress, run_eval, run_sessions
 from agent.devtools.reference_service import ReferenceService, loopback_config
-from agent.devtools.evaluation import (
-    EvalCase,
-    EvalReport,
-    EvalSession,
-    Progress,
-    run_eval,
-    run_sessions,
-    summarize_sessions,
-)
 from agent.plugins.loader import load_registry
 from agent.understanding.engine import Assistant
 
@@ -45,8 +39,8 @@ class EvalWorld:
         self._count += 1
         # Fast probes and no NetworkManager: the machine's own link says nothing about a loopback service.
         config = loopback_config(
-            self.service.url, self.directory / f"outbox-{self._count}.sqlite3", self.config,
-            timeout_seconds=2.0, probe_interval_seconds=0.5, probe_timeout_seconds=0.5, up_after=1, down_after=2,
+            self.service.url, self.directory / f"outbox-{self._count}.sqlite3", self.config, timeout_seconds=2.0,
+            probe_interval_seconds=0.5, probe_timeout_seconds=0.5, up_after=1, down_after=2,
         )
         assistant = Assistant(config, load_registry(config), self.model)
         await assistant.warm()
