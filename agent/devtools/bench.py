@@ -108,7 +108,7 @@ SCRIPT: tuple[tuple[str, str, str, str], ...] = (
 
 def summarize_ms(values: Iterable[float | None]) -> dict[str, Any]:
     """n, p50, p95, max and mean of the values (None ignored); percentiles as `cabin-agent eval` does."""
-    from agent.devtools.evaluation import percentile
+    from agent.devtools.eval_scoring import percentile
 
     xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not xs:
@@ -1488,7 +1488,8 @@ def pick_cases(cases: Sequence[Any], limit: int) -> list[Any]:
 
 
 async def understanding(assistant: Any, path: Path, limit: int) -> dict[str, Any]:
-    from agent.devtools.evaluation import load_cases, run_eval
+    from agent.devtools.eval_cases import load_cases
+    from agent.devtools.evaluation import run_eval
 
     cases = load_cases(path)
     chosen = pick_cases(cases, limit)
@@ -1645,8 +1646,8 @@ def _say(message: str) -> None:
 
 async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
     from agent.devtools.demo import demo_cache_dir
-    from agent.models.engines import resolved_config
     from agent.devtools.reference_service import ReferenceService
+    from agent.models.engines import resolved_config
 
     report: dict[str, Any] = {
         "version": REPORT_VERSION,

@@ -408,8 +408,8 @@ async def spoken_drive(
     from agent.app.wiring import build_assistant
     from agent.audio.sinks import WavSink
     from agent.core.events import EventBus
-    from agent.loop.pipeline import State, VoicePipeline
     from agent.devtools.reference_service import ReferenceService
+    from agent.loop.pipeline import State, VoicePipeline
     from agent.services.wiring import open_services
     from agent.understanding.engine import Assistant
 
