@@ -1,5 +1,5 @@
-"""The eval set format: a case is one JSON line
-`{"text": ..., "expect": {"tool": name | null, "args": {...}}}`; a session is one line `{"id": ..., "turns": [{"text", "expect"}, ...]}` whose turns run in order in one
+"""The eval set format: a case is one JSON line `{"text": ..., "expect": {"tool": name | null, "args": ...}}`;
+a session is one line `{"id": ..., "turns": [{"text", "expect"}, ...]}` whose turns run in order in one
 conversation. Reading a set checks every line and names the file and line of what is wrong (docs/eval.md).
 Keep names and JSON keys here stable: reports are compared across runs.
 """

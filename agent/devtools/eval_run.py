@@ -39,8 +39,9 @@ class EvalWorld:
         self._count += 1
         # Fast probes and no NetworkManager: the machine's own link says nothing about a loopback service.
         config = loopback_config(
-            self.service.url, self.directory / f"outbox-{self._count}.sqlite3", self.config, timeout_seconds=2.0,
-            probe_interval_seconds=0.5, probe_timeout_seconds=0.5, up_after=1, down_after=2,
+            self.service.url, self.directory / f"outbox-{self._count}.sqlite3", self.config,
+            timeout_seconds=2.0, probe_interval_seconds=0.5, probe_timeout_seconds=0.5, up_after=1,
+            down_after=2,
         )
         assistant = Assistant(config, load_registry(config), self.model)
         await assistant.warm()

@@ -21,7 +21,7 @@ log = get_logger("devservice")
 
 
 class Service(Protocol):
-    """What the wire needs of the service (ReferenceService): its limits, and one request in, one answer out."""
+    """What the wire needs of the service (ReferenceService): its limits, one request in, one answer out."""
 
     request_deadline_seconds: float
     max_connections: int
