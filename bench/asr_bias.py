@@ -31,8 +31,8 @@ import numpy as np
 
 from agent.audio.chunk import AudioChunk
 from agent.core.config import Config, VehicleConfig
+from agent.devtools.reference_service import RESTAURANTS, load_catalogue
 from agent.plugins.meals.catalogue import Catalogue
-from agent.services.reference import RESTAURANTS, load_catalogue
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asr_bias.json"
 ESPEAK_EN_VOICES = ["en-us", "en-gb-x-rp", "en-us+f3"]

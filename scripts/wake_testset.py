@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.audio.noise import mix_at_snr, noise_int16, road_noise
+from agent.devtools.road_noise import mix_at_snr, noise_int16, road_noise
 
 RATE = 16000
 PHRASE = "hey cabin"

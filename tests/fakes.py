@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.devtools.reference_service import load_catalogue
 from agent.llm.base import ChatPrompt, GenerationStep, LanguageModel
 from agent.plugins.base import ToolContext, ToolResult
 from agent.plugins.meals import MealsPlugin
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import SimulatedVehicle
-from agent.services.reference import load_catalogue
 from agent.understanding.wire import Call, CallFormat, Decision, LineFormat
 
 # What the scripted model says: a spoken reply (str), a tool call ({"name", "arguments"}), several calls (a list of

@@ -91,8 +91,8 @@ async def test_temperature_request_is_transcribed(whisper, joe) -> None:  # type
 
 @pytest.mark.model
 async def test_vocabulary_goes_into_the_prompt_and_keeps_menu_words(whisper, joe) -> None:  # type: ignore[no-untyped-def]
+    from agent.devtools.reference_service import load_catalogue
     from agent.plugins.meals.catalogue import Catalogue
-    from agent.services.reference import load_catalogue
 
     whisper.set_vocabulary([*Catalogue.from_json(load_catalogue()).vocabulary(), "Li Wei", "Sarah"])
     assert "cappuccino" in whisper.prompt and "拿铁" not in whisper.prompt  # tiny.en: Latin script only

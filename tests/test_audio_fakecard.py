@@ -1,4 +1,4 @@
-"""The real sounddevice/PortAudio path through a fake ALSA card made of files (agent.audio.fakecard).
+"""The real sounddevice/PortAudio path through a fake ALSA card made of files (agent.devtools.fakecard).
 
 Each case runs the part that imports sounddevice in a subprocess whose ALSA_CONFIG_PATH points at the card:
 PortAudio reads the ALSA configuration once, at initialisation. The card does not pace, so the sources/sinks run
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from agent.audio.fakecard import FakeCard
+from agent.devtools.fakecard import FakeCard
 
 pytestmark = pytest.mark.slow
 
@@ -174,7 +174,7 @@ def test_device_lost_and_back_is_recovered_without_ending(card: FakeCard) -> Non
         card,
         f"""
         import asyncio, json, os
-        from agent.audio.fakecard import FakeCard
+        from agent.devtools.fakecard import FakeCard
         from agent.audio.sources import MicSource
         card = FakeCard({str(card.directory)!r})
         async def main():

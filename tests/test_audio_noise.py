@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.audio.noise import active_rms, mix_at_snr, noise_int16, road_noise
+from agent.devtools.road_noise import active_rms, mix_at_snr, noise_int16, road_noise
 
 
 def band_power(x: np.ndarray, low: float, high: float, rate: int = 16000) -> float:

@@ -9,8 +9,7 @@ import pytest
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.networkmanager import link_up_from_state, watch_networkmanager
 from agent.core.events import EventBus
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
+from agent.devtools.reference_service import ReferenceService, loopback_config
 
 T = 5.0
 
@@ -31,7 +30,7 @@ async def _next_events(bus: EventBus, count: int) -> list:
 
 
 async def test_hysteresis_needs_consecutive_agreement(tmp_path):
-    config = service_config(
+    config = loopback_config(
         "http://127.0.0.1:9", tmp_path / "o.db", connectivity={"up_after": 3, "down_after": 2}
     )
     monitor = ConnectivityMonitor(config)
@@ -49,7 +48,7 @@ async def test_hysteresis_needs_consecutive_agreement(tmp_path):
 
 
 async def test_flapping_link_does_not_thrash(tmp_path):
-    monitor = ConnectivityMonitor(service_config("http://127.0.0.1:9", tmp_path / "o.db"))
+    monitor = ConnectivityMonitor(loopback_config("http://127.0.0.1:9", tmp_path / "o.db"))
     changes = []
     monitor.add_listener(lambda service, online: changes.append(online))
     monitor.report("meals", True)
@@ -60,7 +59,7 @@ async def test_flapping_link_does_not_thrash(tmp_path):
 
 async def test_probes_follow_the_real_service_and_publish_events(service, tmp_path):
     bus = EventBus()
-    monitor = ConnectivityMonitor(service_config(service.url, tmp_path / "o.db"), bus)
+    monitor = ConnectivityMonitor(loopback_config(service.url, tmp_path / "o.db"), bus)
     events = asyncio.create_task(_next_events(bus, 6))  # up, down, up for each service
     await asyncio.sleep(0)
     runner = asyncio.create_task(monitor.run())
@@ -84,7 +83,7 @@ async def test_probes_follow_the_real_service_and_publish_events(service, tmp_pa
 
 
 async def test_check_probes_on_demand_without_the_loop(service, tmp_path):
-    monitor = ConnectivityMonitor(service_config(service.url, tmp_path / "o.db"))
+    monitor = ConnectivityMonitor(loopback_config(service.url, tmp_path / "o.db"))
     try:
         assert await asyncio.wait_for(monitor.check("deliveries"), T)
         service.go_down()
@@ -96,7 +95,7 @@ async def test_check_probes_on_demand_without_the_loop(service, tmp_path):
 
 
 async def test_networkmanager_link_down_is_believed_at_once(tmp_path):
-    monitor = ConnectivityMonitor(service_config("http://127.0.0.1:9", tmp_path / "o.db"))
+    monitor = ConnectivityMonitor(loopback_config("http://127.0.0.1:9", tmp_path / "o.db"))
     monitor.report("meals", True)
     monitor.set_link(False)
     assert not monitor.is_online("meals")

@@ -15,14 +15,9 @@ from typing import Any
 
 import pytest
 
-from agent.app.control import (
-    SYSTEM_SOCKET_PATH,
-    ControlClient,
-    ControlError,
-    ControlServer,
-    DaemonNotRunning,
-    client_socket_path,
-)
+from agent.app.control import ControlError, DaemonNotRunning
+from agent.app.control_client import SYSTEM_SOCKET_PATH, ControlClient, client_socket_path
+from agent.app.control_server import ControlServer
 from agent.core.config import Config, ControlConfig
 from agent.core.errors import EX_UNAVAILABLE, ConfigError, ToolError
 
@@ -284,8 +279,8 @@ def test_client_finds_the_service_socket(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     cfg = Config()
     user_path = tmp_path / "cabin-agent" / "control.sock"
-    monkeypatch.setattr("agent.app.control.SYSTEM_UNIT_PATHS", (tmp_path / "no-unit",))
-    monkeypatch.setattr("agent.app.control.SYSTEM_SOCKET_PATH", tmp_path / "system" / "control.sock")
+    monkeypatch.setattr("agent.app.control_client.SYSTEM_UNIT_PATHS", (tmp_path / "no-unit",))
+    monkeypatch.setattr("agent.app.control_client.SYSTEM_SOCKET_PATH", tmp_path / "system" / "control.sock")
     assert client_socket_path(cfg) == user_path  # nothing installed: the user's own daemon
     (tmp_path / "no-unit").touch()
     assert client_socket_path(cfg) == tmp_path / "system" / "control.sock"  # the service is installed

@@ -19,7 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.app.control import ControlClient, ControlError, ControlServer
+from agent.app.control import ControlError
+from agent.app.control_client import ControlClient
+from agent.app.control_server import ControlServer
 
 NOBODY = 65534
 

@@ -210,7 +210,7 @@ class Daemon:
         return t - self.started
 
     def control(self, cmd: str, timeout_s: float = 10.0, **args: object) -> object:
-        from agent.app.control import request_sync
+        from agent.app.control_client import request_sync
 
         return request_sync(self.control_socket, cmd, timeout_s=timeout_s, **args)
 

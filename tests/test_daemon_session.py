@@ -42,7 +42,7 @@ DRIVE = [  # (voice, what the driver says, a vehicle request that must act)
 
 
 def road(level_dbfs: float, seed: int = 7):
-    from agent.audio.noise import road_noise
+    from agent.devtools.road_noise import road_noise
 
     noise = road_noise(60.0, RATE_HZ, seed=seed) * 32768 * 10 ** (level_dbfs / 20)
     at = [0]

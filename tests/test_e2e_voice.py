@@ -1,6 +1,6 @@
 """The whole voice loop through the real audio path: speech (Piper, road noise) goes into the fake ALSA card,
 MicSource captures it through PortAudio, pocketsphinx wakes, webrtcvad endpoints, whisper recognises, the turn runs
-and Piper's reply comes out of the card's playback file (agent.audio.fakecard).
+and Piper's reply comes out of the card's playback file (agent.devtools.fakecard).
 
 The daemon side runs in a subprocess: PortAudio reads the ALSA configuration once, when sounddevice is imported.
 The model is real in the first test (a set_climate call with 21); elsewhere a FakeAssistant (the real Assistant
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from conftest import require
 
-from agent.audio.fakecard import FakeCard
-from agent.audio.noise import road_noise
 from agent.core.config import Config
+from agent.devtools.fakecard import FakeCard
+from agent.devtools.road_noise import road_noise
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -79,7 +79,7 @@ def gap(seconds: float) -> np.ndarray:
 CHILD = """
 import asyncio, json, os, sys, time
 sys.path.insert(0, "tests")
-from agent.audio.fakecard import FakeCard
+from agent.devtools.fakecard import FakeCard
 from agent.audio.sinks import SpeakerSink
 from agent.audio.sources import MicSource
 from agent.core.config import Config

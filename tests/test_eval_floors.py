@@ -16,7 +16,8 @@ from conftest import require
 
 from agent.core.config import Config
 from agent.core.errors import ModelError
-from agent.devtools.evaluation import EvalCase, EvalSession, format_report, load_eval
+from agent.devtools.eval_cases import EvalCase, EvalSession, load_eval
+from agent.devtools.evaluation import format_report
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -8,11 +8,11 @@ import pytest
 from test_evaluation import ADDED_LATER, _alternatives, assert_args_fit_schemas
 
 from agent.core.config import Config
-from agent.devtools.evaluation import EvalCase, load_cases, normalize_text
+from agent.devtools.eval_cases import EvalCase, load_cases, normalize_text
+from agent.devtools.reference_service import load_catalogue
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
-from agent.services.reference import load_catalogue
 
 DATA = Path(__file__).parent / "data"
 HOLDOUT = DATA / "eval_holdout.jsonl"

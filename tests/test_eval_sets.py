@@ -9,11 +9,11 @@ import pytest
 from test_evaluation import _alternatives
 
 from agent.core.config import Config
-from agent.devtools.evaluation import TOOL_FAMILY, EvalCase, load_eval, normalize_text
+from agent.devtools.eval_cases import TOOL_FAMILY, EvalCase, load_eval, normalize_text
+from agent.devtools.reference_service import load_catalogue
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
-from agent.services.reference import load_catalogue
 
 DATA = Path(__file__).parent / "data" / "eval"
 FAMILIES = {"climate", "navigation", "media", "phone", "meals", "deliveries", "none"}

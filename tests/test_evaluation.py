@@ -11,24 +11,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from agent.core.config import Config
-from agent.devtools.evaluation import (
-    ANY_OF,
-    EvalCase,
-    EvalSetError,
-    Expectation,
-    args_match,
-    format_report,
-    load_cases,
-    normalize_text,
-    percentile,
-    run_eval,
-    score_case,
-    summarize,
-)
+from agent.devtools.eval_cases import ANY_OF, EvalCase, EvalSetError, Expectation, load_cases, normalize_text
+from agent.devtools.eval_scoring import args_match, percentile, score_case, summarize
+from agent.devtools.evaluation import format_report, run_eval
+from agent.devtools.reference_service import load_catalogue
 from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
-from agent.services.reference import load_catalogue
 
 EVAL_SET = Path(__file__).parent / "data" / "eval_car.jsonl"
 # Tools added after the first eval sets were written (tests/data/eval/ covers them).

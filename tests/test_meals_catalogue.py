@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from agent.devtools.reference_service import load_catalogue
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.meals.orders import describe, prepare_order
-from agent.services.reference import load_catalogue
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from agent.cli.models import register
 from agent.core.errors import ModelError
-from agent.models.fetch import PART_SUFFIX
+from agent.models.store import PART_SUFFIX
 
 UNPINNED = "test: an official download nobody publishes a checksum for"
 

@@ -7,7 +7,7 @@ from conftest import require
 
 from agent.core.config import validate
 from agent.models import model_file, model_path, open_store
-from agent.models.fetch import sha256_file
+from agent.models.verification import sha256_file
 
 QWEN_05B_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 

@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 from agent.cli.models import register
 from agent.core.config import validate
 from agent.core.errors import ModelError
-from agent.models.fetch import PART_SUFFIX, PINS_FILE, ModelStore, model_file, model_path
 from agent.models.manifest import parse_manifest
+from agent.models.store import PART_SUFFIX, PINS_FILE, ModelStore, model_file, model_path
 
 GGUF = b"GGUF" + bytes(range(256)) * 40  # 10 KB of "weights"
 VOICE = b"ONNX" + b"\x01\x02" * 3000

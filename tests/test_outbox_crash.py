@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_TOLD, OutboxStore
-from agent.services.reference import ReferenceService
+from agent.devtools.reference_service import ReferenceService
+from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, NOTIFY_TOLD
+from agent.outbox.store import OutboxStore
 
 ACTIONS = int(os.environ.get("CABIN_AGENT_DRILL_ACTIONS", "120"))
 CORRUPT_ACTIONS = 20

@@ -11,10 +11,10 @@ import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.store import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES, OutboxStore
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
+from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES
+from agent.outbox.store import OutboxStore
 
 T = 10.0
 
@@ -39,7 +39,7 @@ def service(tmp_path):
 
 @asynccontextmanager
 async def running(service, tmp_path, *, events=None, **config_overrides):
-    config = service_config(service.url, tmp_path / "outbox.db", **config_overrides)
+    config = loopback_config(service.url, tmp_path / "outbox.db", **config_overrides)
     store = OutboxStore(tmp_path / "outbox.db")
     monitor = ConnectivityMonitor(config, events)
     dispatcher = Dispatcher(

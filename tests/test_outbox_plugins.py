@@ -11,13 +11,13 @@ import pytest
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.store import CANCELLED, DELIVERED, OPEN_STATES, OutboxStore
+from agent.outbox.entries import CANCELLED, DELIVERED, OPEN_STATES
+from agent.outbox.store import OutboxStore
 from agent.plugins.base import ToolContext, ToolResult
 from agent.plugins.deliveries import DeliveriesPlugin
 from agent.plugins.meals import MealsPlugin
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
 
 T = 10.0
 PIZZA = {"item": "pepperoni pizza", "size": "large", "restaurant": "Luigi's"}
@@ -45,7 +45,7 @@ def service(tmp_path):
 @asynccontextmanager
 async def daemon(service, tmp_path, clock=None, **overrides):
     """What the daemon will do: one store, monitor and bus in `services`, the dispatcher as a task."""
-    config = service_config(service.url, tmp_path / "outbox.db", **overrides)
+    config = loopback_config(service.url, tmp_path / "outbox.db", **overrides)
     bus = EventBus()
     store = OutboxStore(tmp_path / "outbox.db", **({"monotonic": clock} if clock else {}))
     monitor = ConnectivityMonitor(config, bus)
@@ -101,7 +101,7 @@ async def _until(predicate, interval: float = 0.02) -> None:
 
 
 def test_tool_names_and_schemas_are_kept():
-    config = service_config("http://127.0.0.1:9", "/tmp/unused.db")
+    config = loopback_config("http://127.0.0.1:9", "/tmp/unused.db")
     names = [t.name for t in MealsPlugin(config).tools()] + [t.name for t in DeliveriesPlugin(config).tools()]
     assert names == [
         "search_restaurants",
@@ -266,7 +266,7 @@ async def test_delivery_changes_online_and_queued_offline(service, tmp_path):
 
 
 async def test_one_shot_say_without_the_daemon_opens_its_own_store_and_delivers(service, tmp_path):
-    config = service_config(service.url, tmp_path / "outbox.db")
+    config = loopback_config(service.url, tmp_path / "outbox.db")
     meals = MealsPlugin(config)  # no services: what `cabin-agent say` gets
     try:
         _, result = await turn(meals, config, "order_meal", PIZZA)

@@ -21,8 +21,9 @@ from test_outbox_plugins import PIZZA, daemon
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.config import ServiceEndpoint
 from agent.core.events import EventBus
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.store import (
+from agent.outbox.entries import (
     DELIVERED,
     FAILED,
     IN_FLIGHT,
@@ -30,14 +31,12 @@ from agent.outbox.store import (
     NOTIFY_INLINE,
     NOTIFY_TOLD,
     OPEN_STATES,
-    OutboxError,
-    OutboxStore,
 )
+from agent.outbox.errors import OutboxError
+from agent.outbox.store import OutboxStore
 from agent.plugins.base import ToolContext
 from agent.plugins.loader import ToolRegistry
 from agent.services.client import MealsClient
-from agent.services.reference import ReferenceService
-from agent.services.testing import service_config
 
 T = 10.0
 
@@ -114,7 +113,7 @@ class Dispatching:
     """A store, monitor and dispatcher running against `service`, like the daemon runs them."""
 
     def __init__(self, service, tmp_path: Path, *, store_kwargs=None, clients=None, **dispatcher_kwargs) -> None:
-        self.config = service_config(service.url, tmp_path / "outbox.db")
+        self.config = loopback_config(service.url, tmp_path / "outbox.db")
         self.store = OutboxStore(tmp_path / "outbox.db", **(store_kwargs or {}))
         self.monitor = ConnectivityMonitor(self.config, clients=dict(clients or {}))
         tuning = {
@@ -371,7 +370,7 @@ async def test_corrupt_outbox_is_set_aside_and_services_open(tmp_path, damage):
         path.write_bytes(os.urandom(8192))
         (tmp_path / "outbox.sqlite3-wal").write_bytes(b"not a wal either")
     bad = path.read_bytes() if damage == "garbage" else _truncated_store(path)
-    config = service_config("http://127.0.0.1:9", path)
+    config = loopback_config("http://127.0.0.1:9", path)
     with capture_logs() as logs:
         wiring = await open_services(config, EventBus())
     try:
@@ -396,7 +395,7 @@ async def test_corrupt_outbox_is_set_aside_and_services_open(tmp_path, damage):
 async def test_second_dispatcher_refuses(service, tmp_path):
     async with Dispatching(service, tmp_path) as first:
         await until(lambda: first.store.owned)
-        config = service_config(service.url, tmp_path / "outbox.db")
+        config = loopback_config(service.url, tmp_path / "outbox.db")
         second_store = OutboxStore(tmp_path / "outbox.db")
         second = Dispatcher(second_store, config, lock_wait_seconds=0.2)
         with pytest.raises(OutboxError) as err:
@@ -414,7 +413,7 @@ async def test_second_dispatcher_refuses(service, tmp_path):
 async def test_second_daemon_refuses_to_open_the_store(tmp_path):
     from agent.services.wiring import open_services
 
-    config = service_config("http://127.0.0.1:9", tmp_path / "outbox.sqlite3")
+    config = loopback_config("http://127.0.0.1:9", tmp_path / "outbox.sqlite3")
     wiring = await open_services(config, EventBus())
     try:
         with pytest.raises(OutboxError) as err:
@@ -511,7 +510,7 @@ def test_full_disk_at_commit_reports_the_real_error(tmp_path, rolled_back_by_sql
 
 async def test_4xx_is_the_orders_problem_not_the_links(service, tmp_path):
     service.set_restaurant_open("luigis", False)
-    config = service_config(service.url, tmp_path / "outbox.db")
+    config = loopback_config(service.url, tmp_path / "outbox.db")
     # A health path the service does not have: it answers 404, which proves it is there.
     config = config.model_copy(
         update={"services": config.services.model_copy(update={

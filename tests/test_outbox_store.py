@@ -6,18 +6,10 @@ import sqlite3
 
 import pytest
 
-from agent.outbox.store import (
-    CANCELLED,
-    DELIVERED,
-    EXPIRED,
-    FAILED,
-    IN_FLIGHT,
-    NOTIFY_ANNOUNCE,
-    PENDING,
-    OutboxError,
-    OutboxStore,
-    age_phrase,
-)
+from agent.outbox.entries import CANCELLED, DELIVERED, EXPIRED, FAILED, IN_FLIGHT, NOTIFY_ANNOUNCE, PENDING
+from agent.outbox.errors import OutboxError
+from agent.outbox.messages import age_phrase
+from agent.outbox.store import OutboxStore
 
 
 class Clock:

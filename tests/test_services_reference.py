@@ -11,8 +11,8 @@ import pytest
 
 from agent.core.config import ServiceEndpoint
 from agent.core.errors import ServiceError
+from agent.devtools.reference_service import ReferenceService
 from agent.services.client import MealsClient, ServiceClient
-from agent.services.reference import ReferenceService
 
 ORDER = {
     "restaurant_id": "luigis",

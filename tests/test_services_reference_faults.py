@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.services.reference import ReferenceService
+from agent.devtools.reference_service import ReferenceService
 
 ORDER = {
     "restaurant_id": "luigis",

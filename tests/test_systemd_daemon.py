@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve()
 
 async def _serve(config: object) -> int:
     from agent.app import sdnotify
-    from agent.app.control import ControlServer
+    from agent.app.control_server import ControlServer
     from agent.app.health import Health, Watchdog
 
     notifier = sdnotify.Notifier()
@@ -187,7 +187,7 @@ def start_harness(
 
 
 def control(path: Path, cmd: str, **args: object) -> object:
-    from agent.app.control import request_sync
+    from agent.app.control_client import request_sync
 
     return request_sync(path, cmd, timeout_s=5, **args)
 

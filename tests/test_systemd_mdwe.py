@@ -59,7 +59,7 @@ def unit_mdwe() -> str:
 
 def model(model_id: str, name: str | None = None) -> Path:
     from agent.core.config import Config
-    from agent.models.fetch import open_store
+    from agent.models.store import open_store
 
     store = open_store(Config())
     try:

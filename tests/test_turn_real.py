@@ -15,7 +15,7 @@ from conftest import require
 
 from agent.core.config import Config
 from agent.core.errors import ModelError
-from agent.devtools.evaluation import args_match
+from agent.devtools.eval_scoring import args_match
 
 pytestmark = pytest.mark.model
 

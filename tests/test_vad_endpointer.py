@@ -13,9 +13,9 @@ import pytest
 from conftest import require
 
 from agent.audio.chunk import AudioChunk
-from agent.audio.noise import mix_at_snr, noise_int16, road_noise
 from agent.audio.vad import Endpointer, EndReason, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
 from agent.core.config import VadConfig
+from agent.devtools.road_noise import mix_at_snr, noise_int16, road_noise
 
 RATE = 16000
 
@@ -107,7 +107,7 @@ async def test_utterance_streams_and_leaves_the_source_open(request_speech: np.n
 
 async def test_segments_yields_each_utterance(request_speech: np.ndarray) -> None:
     audio = np.concatenate([silence(0.3), request_speech, silence(1.2), request_speech, silence(0.3)])
-    found = [u async for u in segments(chunks_of(audio), VadConfig(silence_ms=600))]
+    found = [u async for u in segments(chunks_of(audio), VadConfig(silence_ms=1000))]
     assert [u.reason for u in found] == [EndReason.SILENCE, EndReason.SOURCE_ENDED]
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from agent.audio.chunk import AudioChunk
-from agent.audio.noise import noise_int16
 from agent.core.config import WakeConfig
 from agent.core.events import now_ms
+from agent.devtools.road_noise import noise_int16
 from agent.wake.base import Detection, WakeEngine
 from agent.wake.detector import WakeDetector
 from agent.wake.push_to_talk import PushToTalk

@@ -59,7 +59,7 @@ def run(engine: WakeEngine, audio: np.ndarray) -> list[Detection]:
 
 
 def in_cabin(audio: np.ndarray, seed: int = 0) -> np.ndarray:
-    from agent.audio.noise import noise_int16
+    from agent.devtools.road_noise import noise_int16
 
     pad = np.zeros(RATE, np.int16)
     clip = np.concatenate([pad, audio, pad])

@@ -14,8 +14,8 @@ import pytest
 from conftest import require
 from test_wake_engines import piper_hey_cabin, testset  # noqa: F401 - session fixtures
 
-from agent.audio.fakecard import FakeCard
-from agent.audio.noise import mix_at_snr, road_noise
+from agent.devtools.fakecard import FakeCard
+from agent.devtools.road_noise import mix_at_snr, road_noise
 
 pytestmark = pytest.mark.slow
 RATE = 16000

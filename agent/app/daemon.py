@@ -221,7 +221,7 @@ class Daemon:
 
     async def start(self, resources: contextlib.AsyncExitStack) -> bool:
         """Everything up to READY=1. False when SIGTERM came first (no READY, straight to shutdown)."""
-        from agent.app.control import ControlServer
+        from agent.app.control_server import ControlServer
         from agent.app.wiring import build_assistant
         from agent.loop.pipeline import VoicePipeline
         from agent.outbox.admin import OutboxAdmin

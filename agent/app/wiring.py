@@ -16,8 +16,8 @@ from agent.understanding.engine import Assistant
 
 def llm_model(config: Config) -> tuple[str, Path]:
     """The configured (or profile default) LLM's id and its verified GGUF file in the model store."""
-    from agent.models.fetch import open_store
     from agent.models.manifest import resolve
+    from agent.models.store import open_store
 
     store = open_store(config)
     model_id = resolve(config, "llm", config.language, manifest=store.manifest)

@@ -182,7 +182,7 @@ class EnergyVad:
 
 def highpass(frame: bytes, rate_hz: int = 16000, cutoff_hz: float = 250.0) -> bytes:
     """Drop road rumble below `cutoff_hz` before classifying: webrtcvad calls -30 dBFS cabin rumble speech
-    (99 % of frames unfiltered, 2-8 % filtered, measured on agent.audio.noise). Speech keeps its harmonics above."""
+    (99 % of frames unfiltered, 2-8 % filtered, measured on agent.devtools.road_noise). Speech keeps its harmonics above."""
     x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
     spectrum = np.fft.rfft(x)
     spectrum[: int(np.ceil(cutoff_hz * len(x) / rate_hz))] = 0

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.app.control import client_socket_path, request_sync
+from agent.app.control_client import client_socket_path, request_sync
 from agent.cli.context import command_config
 
 SocketOption = Annotated[

@@ -14,8 +14,8 @@ from agent.cli.context import cli_context, command_config
 from agent.core.config import DEFAULT_CONFIG_PATH, Config, model_store_dir
 from agent.core.errors import CabinError, ConfigError, ModelError
 from agent.models.engines import effective_engine
-from agent.models.fetch import human_size, open_store
 from agent.models.manifest import resolve
+from agent.models.store import human_size, open_store
 
 ProfileOption = Annotated[
     str | None, typer.Option("--profile", "-p", help="Profile from the manifest (default: models.profile).")

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.app.control import ControlError, DaemonNotRunning, client_socket_path, request_sync
+from agent.app.control import ControlError, DaemonNotRunning
+from agent.app.control_client import client_socket_path, request_sync
 from agent.cli.context import command_config
 from agent.core.config import outbox_path
 from agent.outbox.admin import OutboxAdmin
@@ -145,7 +146,7 @@ def devservice(
     """Run the reference meals/deliveries service on 127.0.0.1 (see docs/services.md)."""
     import os
 
-    from agent.services.reference import ReferenceService
+    from agent.devtools.reference_service import ReferenceService
 
     command_config(ctx)  # logging set-up
     api_key = os.environ.get(api_key_env) if api_key_env else None

@@ -181,8 +181,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score many turns and sessions: tool and argument accuracy per family and language, no-tool accuracy,
         session turns (also right after a refusal), latency."""
+        from agent.devtools.eval_cases import load_eval
         from agent.devtools.eval_run import eval_world, evaluate
-        from agent.devtools.evaluation import format_report, load_eval
+        from agent.devtools.evaluation import format_report
 
         config = command_config(ctx)
         cases, sessions = [], []

@@ -14,35 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.core.config import Config
-from agent.devtools.evaluation import (
-    EvalCase,
-    EvalReport,
-    EvalSession,
-    Progress,
-    run_eval,
-    run_sessions,
-    summarize_sessions,
-)
+from agent.devtools.eval_cases import EvalCase, EvalSession
+from agent.devtools.eval_scoring import summarize_sessions
+from agent.devtools.evaluation import EvalReport, Progress, run_eval, run_sessions
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.plugins.loader import load_registry
-from agent.services.reference import ReferenceService
 from agent.understanding.engine import Assistant
-
-
-def loopback_config(config: Config, url: str, outbox_file: Path) -> Config:
-    """`config` with both services at a reference service on loopback, the outbox in `outbox_file`, fast
-    probes and no NetworkManager (the machine's own link says nothing about a loopback service)."""
-    endpoint = {"base_url": url, "api_key": None, "timeout_seconds": 2.0}
-    return config.model_copy(update={
-        "services": config.services.model_copy(update={
-            "meals": config.services.meals.model_copy(update=endpoint),
-            "deliveries": config.services.deliveries.model_copy(update=endpoint),
-        }),
-        "outbox": config.outbox.model_copy(update={"path": outbox_file}),
-        "connectivity": config.connectivity.model_copy(update={
-            "probe_interval_seconds": 0.5, "probe_timeout_seconds": 0.5, "up_after": 1, "down_after": 2,
-            "use_networkmanager": False,
-        }),
-    })
 
 
 class EvalWorld:
@@ -60,7 +37,12 @@ class EvalWorld:
 
     async def car(self) -> Assistant:
         self._count += 1
-        config = loopback_config(self.config, self.service.url, self.directory / f"outbox-{self._count}.sqlite3")
+        # Fast probes and no NetworkManager: the machine's own link says nothing about a loopback service.
+        config = loopback_config(
+            self.service.url, self.directory / f"outbox-{self._count}.sqlite3", self.config,
+            timeout_seconds=2.0, probe_interval_seconds=0.5, probe_timeout_seconds=0.5, up_after=1,
+            down_after=2,
+        )
         assistant = Assistant(config, load_registry(config), self.model)
         await assistant.warm()
         return assistant

@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.connectivity.monitor import ConnectivityMonitor
-from agent.core.config import validate
 from agent.core.errors import EX_UNAVAILABLE
 from agent.core.logging import setup_logging
+from agent.devtools.reference_service import loopback_config
 from agent.outbox.dispatcher import Dispatcher
+from agent.outbox.entries import NOTIFY_ANNOUNCE
+from agent.outbox.errors import OutboxBusy, OutboxOwned
 from agent.outbox.recovery import open_owned
-from agent.outbox.store import NOTIFY_ANNOUNCE, OutboxBusy, OutboxOwned, OutboxStore
+from agent.outbox.store import OutboxStore
 from agent.services.access import ServiceAccess
 from agent.services.client import client_for
 
@@ -151,21 +153,8 @@ async def _queue_and_cancel(store: OutboxStore, access: ServiceAccess, k: int, r
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    config = validate(
-        {
-            "services": {
-                "meals": {"base_url": args.url, "timeout_seconds": 2.0},
-                "deliveries": {"base_url": args.url, "timeout_seconds": 2.0},
-            },
-            "outbox": {"path": args.db, "max_attempts": 1000},
-            "connectivity": {
-                "probe_interval_seconds": 0.1,
-                "probe_timeout_seconds": 0.5,
-                "up_after": 2,
-                "down_after": 2,
-                "use_networkmanager": False,
-            },
-        }
+    config = loopback_config(
+        args.url, args.db, timeout_seconds=2.0, probe_interval_seconds=0.1, outbox={"max_attempts": 1000}
     )
     wall = SteppedWall(args.wall_offset_file)
     try:

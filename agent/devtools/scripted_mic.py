@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.audio.noise import road_noise
 from agent.core.events import now_ms
+from agent.devtools.road_noise import road_noise
 from agent.devtools.voices import RATE, SPEECH_DBFS
 
 SNR_DB = 20.0  # road noise this far below the speech (pocketsphinx misses ~1 wake in 4 at 15 dB)

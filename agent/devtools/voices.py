@@ -84,7 +84,7 @@ class Voices:
 
 
 def _level(audio: np.ndarray, dbfs: float) -> np.ndarray:
-    from agent.audio.noise import active_rms
+    from agent.devtools.road_noise import active_rms
 
     rms = active_rms(audio.astype(np.float64), RATE) or 1.0
     gain = 32768 * 10 ** (dbfs / 20) / rms

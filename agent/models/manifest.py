@@ -70,7 +70,7 @@ class ModelFile(_Frozen):
     path: str
     size: int | None = Field(default=None, ge=0)
     # Required key, but null is allowed for official files that could not be downloaded when the manifest was
-    # written: they are pinned on first fetch (see fetch.py, <store>/pins.json).
+    # written: they are pinned on first fetch (see store.py, <store>/pins.json).
     sha256: str | None
 
     @field_validator("path")

@@ -11,7 +11,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from agent.outbox.store import STATES, Entry, OutboxError, OutboxStore
+from agent.outbox.entries import STATES, Entry
+from agent.outbox.errors import OutboxError
+from agent.outbox.store import OutboxStore
 
 if TYPE_CHECKING:
     from agent.outbox.dispatcher import Dispatcher

@@ -27,9 +27,10 @@ from tenacity.stop import stop_base
 
 from agent.core.errors import ServiceError
 from agent.core.logging import get_logger
+from agent.outbox.entries import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry, Transition
 from agent.outbox.faults import crashpoint
 from agent.outbox.messages import announcement_for, outcome_text
-from agent.outbox.store import CANCELLED, DELIVERED, EXPIRED, FAILED, Entry, OutboxStore, Transition
+from agent.outbox.store import OutboxStore
 from agent.services.client import ServiceClient, client_for, counts_against_link
 
 if TYPE_CHECKING:

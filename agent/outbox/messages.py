@@ -1,4 +1,5 @@
-"""What the car says when a queued action finishes: placed, refused (with the service's reason), or expired.
+"""What the car says when a queued action finishes: placed, refused (with the service's reason), or expired;
+and how old a remembered answer is ("as of 12 minutes ago").
 
 Short sentences for a driver; `entry.summary` is the noun phrase the plugin wrote when it queued the action
 ("a large pepperoni pizza from Luigi's Pizzeria, 89 yuan", "your running shoes").
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.outbox.store import DELIVERED, EXPIRED, FAILED, Entry
+from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, Entry
 
 
 def _cap(text: str) -> str:
@@ -107,3 +108,20 @@ NOT_SAVED_OTHER = ("the car couldn't save it, so nothing was ordered", "车上�
 def not_saved_reason(code: str, language: str) -> str:
     en, zh = NOT_SAVED.get(code, NOT_SAVED_OTHER)
     return zh if language == "zh" else en
+
+
+def age_phrase(seconds: float, language: str = "en") -> str:
+    """ "as of 12 minutes ago" / "12分钟前的信息": how old a cached answer is, in words the driver hears."""
+    minutes = int(max(0.0, seconds) // 60)
+    if language == "zh":
+        if minutes < 1:
+            return "刚才"
+        if minutes < 60:
+            return f"{minutes}分钟前"
+        return f"{minutes // 60}小时前"
+    if minutes < 1:
+        return "as of a moment ago"
+    if minutes < 60:
+        return f"as of {minutes} minute{'s' if minutes != 1 else ''} ago"
+    hours = minutes // 60
+    return f"as of {hours} hour{'s' if hours != 1 else ''} ago"

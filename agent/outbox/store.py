@@ -1,14 +1,6 @@
 """The durable outbox: every side-effecting service action, committed to SQLite before the driver hears about it.
 
-Modelled on persist-queue's SQLiteAckQueue (ready / unacked / acked / failed), in the car's words:
-
-    pending    committed, not sent yet (or sent and answered with a retryable error)
-    in-flight  being sent; after a crash it is re-sent with the same idempotency key
-    delivered  the service answered 2xx                                   (terminal)
-    failed     the service answered 4xx, or the attempts ran out         (terminal)
-    expired    never reached the service before its expiry              (terminal)
-    cancelled  withdrawn by the driver before it was ever sent           (terminal)
-
+Modelled on persist-queue's SQLiteAckQueue; the states an entry goes through are in agent/outbox/entries.py.
 The same file also keeps the announcements the car owes the driver ("your pizza was ordered") and the last
 known status of read-only questions, so a restart loses neither. Methods are synchronous and thread-safe;
 async callers run them with `asyncio.to_thread` so a FULL fsync never blocks the event loop.
@@ -34,191 +26,41 @@ from typing import Any
 
 from agent.core.logging import get_logger
 from agent.outbox import clock as outbox_clock
-from agent.outbox.errors import (
-    OutboxBusy,
-    OutboxCorrupt,
-    OutboxError,
-    OutboxFull,
-    OutboxOwned,
-    from_sqlite,
-    is_corruption,
+from agent.outbox.entries import (
+    CANCELLED,
+    EXPIRED,
+    FAILED,
+    IN_FLIGHT,
+    NOTIFY_ANNOUNCE,
+    NOTIFY_INLINE,
+    NOTIFY_TOLD,
+    OPEN_STATES,
+    PENDING,
+    STATES,
+    TERMINAL_STATES,
+    Announcement,
+    Entry,
+    Settled,
+    Transition,
+    row_to_announcement,
+    row_to_entry,
 )
+from agent.outbox.errors import OutboxError, from_sqlite
 from agent.outbox.faults import crashpoint
 from agent.outbox.lock import StoreLock
-
-__all__ = [
-    "OutboxBusy",
-    "OutboxCorrupt",
-    "OutboxError",
-    "OutboxFull",
-    "OutboxOwned",
-    "OutboxStore",
-]
+from agent.outbox.schema import SCHEMA, SCHEMA_VERSION, check_integrity
 
 log = get_logger("outbox")
-
-PENDING = "pending"
-IN_FLIGHT = "in-flight"
-DELIVERED = "delivered"
-FAILED = "failed"
-EXPIRED = "expired"
-CANCELLED = "cancelled"
-STATES = (PENDING, IN_FLIGHT, DELIVERED, FAILED, EXPIRED, CANCELLED)
-OPEN_STATES = (PENDING, IN_FLIGHT)
-TERMINAL_STATES = (DELIVERED, FAILED, EXPIRED, CANCELLED)
-
-# Who tells the driver about the outcome: the tool that is still waiting for it ("inline"), or the
-# dispatcher through an announcement at a quiet moment ("announce"). "told": the waiting tool took the finished
-# outcome to say it itself. Every finished entry ends as told, or as announce with exactly one announcement.
-NOTIFY_INLINE = "inline"
-NOTIFY_ANNOUNCE = "announce"
-NOTIFY_TOLD = "told"
-
-SCHEMA_VERSION = 2
 
 # How long a write waits for another writer's lock. An enqueue must give up well inside the tool's 10 s, so
 # the driver hears a true "not saved" instead of a timeout while the order is committed behind her back.
 BUSY_TIMEOUT_SECONDS = 10.0
 ENQUEUE_BUSY_TIMEOUT_SECONDS = 3.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    key              TEXT NOT NULL UNIQUE,          -- the Idempotency-Key, fixed for the entry's life
-    service          TEXT NOT NULL,                 -- meals, deliveries: ordering is per service
-    action           TEXT NOT NULL,                 -- the tool that created it: order_meal, cancel_order, ...
-    method           TEXT NOT NULL,
-    path             TEXT NOT NULL,                 -- may hold {order_id}, filled from depends_on's result
-    body             TEXT NOT NULL,                 -- validated arguments as JSON
-    summary          TEXT NOT NULL,                 -- what it is, in the driver's words and language
-    language         TEXT NOT NULL,
-    depends_on       TEXT,                          -- key of an earlier entry whose result this one needs
-    state            TEXT NOT NULL,
-    notify           TEXT NOT NULL,
-    created_at       REAL NOT NULL,
-    expires_at       REAL NOT NULL,
-    updated_at       REAL NOT NULL,
-    next_attempt_at  REAL NOT NULL DEFAULT 0,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    last_error       TEXT,
-    result           TEXT
-);
-CREATE INDEX IF NOT EXISTS entries_open ON entries(service, state, id);
-CREATE TABLE IF NOT EXISTS announcements (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at   REAL NOT NULL,
-    text         TEXT NOT NULL,
-    language     TEXT NOT NULL,
-    priority     TEXT NOT NULL,                     -- "normal" or "high" (a failed purchase)
-    entry_id     INTEGER,
-    delivered    INTEGER NOT NULL DEFAULT 0,       -- 1 once the car has spoken it
-    delivered_at REAL
-);
-CREATE TABLE IF NOT EXISTS clock (
-    id                 INTEGER PRIMARY KEY CHECK (id = 1),
-    boot_id            TEXT NOT NULL,
-    offset_seconds     REAL NOT NULL,               -- outbox clock = offset + CLOCK_BOOTTIME in boot `boot_id`
-    checkpoint_seconds REAL NOT NULL,               -- the outbox clock at the last write
-    checkpoint_wall    REAL NOT NULL                -- the wall clock then (spans reboots, see clock.py)
-);
-CREATE TABLE IF NOT EXISTS statuses (
-    service     TEXT NOT NULL,
-    subject     TEXT NOT NULL,                      -- e.g. "order:M1001", "deliveries", "search:pizza"
-    data        TEXT NOT NULL,
-    fetched_at  REAL NOT NULL,
-    PRIMARY KEY (service, subject)
-);
-"""
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    key: str
-    service: str
-    action: str
-    method: str
-    path: str
-    body: dict[str, Any]
-    summary: str
-    language: str
-    depends_on: str | None
-    state: str
-    notify: str
-    created_at: float
-    expires_at: float
-    updated_at: float
-    next_attempt_at: float
-    attempts: int
-    last_error: str | None
-    result: dict[str, Any] | None
-
-    @property
-    def is_open(self) -> bool:
-        return self.state in OPEN_STATES
-
-    @property
-    def ever_sent(self) -> bool:
-        """Whether the service may have seen it: then only the service can tell what happened."""
-        return self.attempts > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True)
-class Announcement:
-    id: int
-    created_at: float
-    text: str
-    language: str
-    priority: str
-    entry_id: int | None
-    delivered: bool
-    delivered_at: float | None = None
-
-    def publish(self, events: Any) -> None:
-        """Hand this announcement to the car's event bus (the announcer speaks it when the cabin is quiet)."""
-        events.publish(
-            "announcement", id=self.id, text=self.text, language=self.language, priority=self.priority,
-            entry_id=self.entry_id,
-        )  # fmt: skip
-
-
-@dataclass
-class Transition:
-    """What a state change produced: the updated entry and the announcement it owes the driver, if any."""
-
-    entry: Entry
-    announcement: Announcement | None = None
-
-
-@dataclass
-class Settled:
-    """How a waiting tool let go of its entry: "announce" (the dispatcher will tell), "told" (the tool tells now),
-    "announced" (it had finished unseen; `announcement` now owes it to the driver)."""
-
-    entry: Entry
-    how: str
-    announcement: Announcement | None = None
-
 
 @dataclass
 class _Listeners:
     callbacks: list[Callable[[], None]] = field(default_factory=list)
-
-
-def _row_to_entry(row: sqlite3.Row) -> Entry:
-    data = dict(row)
-    data["body"] = json.loads(data["body"])
-    data["result"] = json.loads(data["result"]) if data["result"] else None
-    return Entry(**data)
-
-
-def _row_to_announcement(row: sqlite3.Row) -> Announcement:
-    data = dict(row)
-    data["delivered"] = bool(data["delivered"])
-    return Announcement(**data)
 
 
 class OutboxStore:
@@ -260,11 +102,11 @@ class OutboxStore:
             self._db.row_factory = sqlite3.Row
             if check:
                 # Before anything writes to it: a checkpoint into a damaged file would destroy the evidence.
-                self._check_integrity()
+                check_integrity(self.path, self.busy_timeout_seconds)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk before we tell the driver "queued"; NORMAL could lose it on power loss.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
             self._migrate()
             self._base = self._open_clock()
         except sqlite3.Error as err:
@@ -281,32 +123,6 @@ class OutboxStore:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
-
-    def _check_integrity(self) -> None:
-        """OutboxCorrupt unless the file (with its WAL) reads back whole. Looks without writing: the header
-        first, then SQLite's quick_check on a read-only connection, which never checkpoints or deletes a WAL."""
-        if str(self.path) == ":memory:" or not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with self.path.open("rb") as f:
-            header = f.read(16)
-        if header != b"SQLite format 3\x00":
-            raise OutboxCorrupt(f"outbox {self.path} is not an SQLite database", path=str(self.path))
-        uri = f"file:{self.path.resolve()}?mode=ro"
-        try:
-            probe = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_seconds)
-            try:
-                rows = probe.execute("PRAGMA quick_check").fetchall()
-            finally:
-                probe.close()
-        except sqlite3.Error as err:
-            if is_corruption(err):
-                raise OutboxCorrupt(f"outbox {self.path} is damaged: {err}", path=str(self.path)) from err
-            raise
-        problems = [str(r[0]) for r in rows if str(r[0]) != "ok"]
-        if problems:
-            raise OutboxCorrupt(
-                f"outbox {self.path} is damaged: {'; '.join(problems[:3])}", path=str(self.path)
-            )
 
     def _migrate(self) -> None:
         assert self._db is not None
@@ -452,7 +268,7 @@ class OutboxStore:
         row = db.execute("SELECT * FROM entries WHERE id = ?", (entry_id,)).fetchone()
         if row is None:
             raise OutboxError(f"no outbox entry {entry_id}", code="outbox-entry-missing", entry=entry_id)
-        return _row_to_entry(row)
+        return row_to_entry(row)
 
     # ------------------------------------------------------------ entries
 
@@ -512,7 +328,7 @@ class OutboxStore:
     def by_key(self, key: str) -> Entry | None:
         with self._read() as db:
             row = db.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
-        return _row_to_entry(row) if row else None
+        return row_to_entry(row) if row else None
 
     def list(
         self,
@@ -535,7 +351,7 @@ class OutboxStore:
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         with self._read() as db:
-            return [_row_to_entry(r) for r in db.execute(sql, params).fetchall()]
+            return [row_to_entry(r) for r in db.execute(sql, params).fetchall()]
 
     def latest(self, *, service: str, action: str) -> Entry | None:
         found = self.list(service=service, action=action, limit=1)
@@ -548,7 +364,7 @@ class OutboxStore:
                 "SELECT * FROM entries WHERE service = ? AND state IN (?, ?) ORDER BY id LIMIT 1",
                 (service, *OPEN_STATES),
             ).fetchone()
-        return _row_to_entry(row) if row else None
+        return row_to_entry(row) if row else None
 
     def services_with_open_entries(self) -> list[str]:
         with self._read() as db:
@@ -573,7 +389,7 @@ class OutboxStore:
             if text_for is not None:
                 rows = db.execute("SELECT * FROM entries WHERE notify = ?", (NOTIFY_INLINE,)).fetchall()
                 for row in rows:
-                    self._announce_finished(db, _row_to_entry(row), text_for)
+                    self._announce_finished(db, row_to_entry(row), text_for)
             return reopened
 
     def _announce_finished(
@@ -727,7 +543,7 @@ class OutboxStore:
             (self.now(), text, language, priority, entry_id),
         )
         row = db.execute("SELECT * FROM announcements WHERE id = ?", (cur.lastrowid,)).fetchone()
-        return _row_to_announcement(row)
+        return row_to_announcement(row)
 
     def add_announcement(
         self, text: str, *, language: str = "en", priority: str = "normal", entry_id: int | None = None
@@ -742,7 +558,7 @@ class OutboxStore:
                 "SELECT * FROM announcements WHERE delivered = 0"
                 " ORDER BY CASE priority WHEN 'high' THEN 0 ELSE 1 END, id"
             ).fetchall()
-        return [_row_to_announcement(r) for r in rows]
+        return [row_to_announcement(r) for r in rows]
 
     def mark_announced(self, announcement_id: int) -> bool:
         """The car has spoken it. True when this call marked it (False: already spoken or unknown)."""
@@ -771,19 +587,3 @@ class OutboxStore:
             ).fetchone()
         return (json.loads(row[0]), row[1]) if row else None
 
-
-def age_phrase(seconds: float, language: str = "en") -> str:
-    """ "as of 12 minutes ago" / "12分钟前的信息": how old a cached answer is, in words the driver hears."""
-    minutes = int(max(0.0, seconds) // 60)
-    if language == "zh":
-        if minutes < 1:
-            return "刚才"
-        if minutes < 60:
-            return f"{minutes}分钟前"
-        return f"{minutes // 60}小时前"
-    if minutes < 1:
-        return "as of a moment ago"
-    if minutes < 60:
-        return f"as of {minutes} minute{'s' if minutes != 1 else ''} ago"
-    hours = minutes // 60
-    return f"as of {hours} hour{'s' if hours != 1 else ''} ago"

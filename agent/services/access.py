@@ -20,18 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ServiceError
 from agent.core.logging import get_logger
-from agent.outbox.messages import announcement_for, not_saved_reason
-from agent.outbox.store import (
-    FAILED,
-    NOTIFY_INLINE,
-    PENDING,
-    Entry,
-    OutboxError,
-    OutboxOwned,
-    OutboxStore,
-    Settled,
-    age_phrase,
-)
+from agent.outbox.entries import FAILED, NOTIFY_INLINE, PENDING, Entry, Settled
+from agent.outbox.errors import OutboxError, OutboxOwned
+from agent.outbox.messages import age_phrase, announcement_for, not_saved_reason
+from agent.outbox.store import OutboxStore
 
 if TYPE_CHECKING:
     from agent.connectivity.monitor import ConnectivityMonitor

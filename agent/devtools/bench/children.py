@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.audio.noise import road_noise
 from agent.devtools.bench.machine import ProcSampler, resource_summary
+from agent.devtools.road_noise import road_noise
 from agent.devtools.scripted_mic import SNR_DB, noise_level
 from agent.devtools.voices import RATE
 

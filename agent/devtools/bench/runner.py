@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from agent.app.wiring import llm_model
-from agent.core.config import _merge, model_store_dir, validate
+from agent.core.config import model_store_dir
 from agent.devtools.bench.children import run_daemon_idle, run_probe, write_noise_wav
 from agent.devtools.bench.machine import engine_versions, machine_info
 from agent.devtools.bench.options import BenchOptions
@@ -33,10 +33,10 @@ from agent.devtools.bench.report import target_rows
 from agent.devtools.bench.script import build_script, noisy, synthesise
 from agent.devtools.bench.turns import bench_assistant, spoken_turns
 from agent.devtools.bench.understanding import understanding
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.devtools.voices import demo_cache_dir
 from agent.loop.stages import build_stages
 from agent.models.engines import resolved_config
-from agent.services.reference import ReferenceService
 
 REPORT_VERSION = 1
 
@@ -44,20 +44,13 @@ REPORT_VERSION = 1
 def bench_config(base: Any, work: Path, service_url: str) -> Any:
     """The user's config with the services on the loopback reference service and every piece of state (outbox,
     control socket) in the bench's temp dir, so a run never touches a real daemon's files."""
-    data = base.model_dump(mode="json")
-    endpoint = {"base_url": service_url, "api_key": None, "timeout_seconds": 2.0}
-    data = _merge(
-        data,
-        {
-            "models": {"store": str(model_store_dir(base))},
-            "services": {"meals": endpoint, "deliveries": endpoint},
-            "outbox": {"path": str(work / "outbox.sqlite3")},
-            "control": {"socket_path": str(work / "control.sock")},
-            "connectivity": {"use_networkmanager": False},
-            "logging": {"format": "json", "log_transcripts": False},
-        },
+    return loopback_config(
+        service_url, work / "outbox.sqlite3", base, timeout_seconds=2.0,
+        probe_interval_seconds=None, probe_timeout_seconds=None,
+        models={"store": str(model_store_dir(base))},
+        control={"socket_path": str(work / "control.sock")},
+        logging={"format": "json", "log_transcripts": False},
     )
-    return validate(data)
 
 
 def write_config(config: Any, path: Path) -> Path:

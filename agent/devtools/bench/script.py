@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from agent.audio.chunk import AudioChunk
-from agent.audio.noise import road_noise
 from agent.core.logging import get_logger
 from agent.devtools.bench.progress import say
+from agent.devtools.road_noise import road_noise
 from agent.devtools.scripted_mic import ScriptedMic, noise_level
 from agent.devtools.voices import RATE, Voices
 from agent.loop.pipeline import State, VoicePipeline

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from agent.devtools.evaluation import percentile
+from agent.devtools.eval_scoring import percentile
 
 # Stages after the driver stops speaking, in the order they happen. Each stage is the time since the previous
 # stage that happened in this turn (a confirmation "yes" has no model token; a spoken answer no tool call).

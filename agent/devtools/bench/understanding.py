@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.devtools.bench.options import REPO
-from agent.devtools.evaluation import load_cases, run_eval
+from agent.devtools.eval_cases import load_cases
+from agent.devtools.evaluation import run_eval
 
 
 def pick_cases(cases: Sequence[Any], limit: int) -> list[Any]:

@@ -26,35 +26,11 @@ from agent.core.events import EventBus, now_ms
 from agent.devtools.demo.report import DriveReport, print_summary
 from agent.devtools.demo.scenes import Scene, Tunnel
 from agent.devtools.demo.script import DRIVE, DriverScript, Segment, request_segment, scene_segment
+from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.devtools.scripted_mic import ScriptedMic
 from agent.devtools.voices import Voices
 from agent.loop.pipeline import VoicePipeline
-from agent.services.reference import ReferenceService
 from agent.services.wiring import open_services
-
-
-def demo_service_config(config: Any, url: str, outbox_file: Path) -> Any:
-    """`config` with both services at the demo's reference service, the outbox in `outbox_file`, probes every
-    half second and no NetworkManager (the machine's own link says nothing about a loopback service)."""
-    endpoint = {"base_url": url, "api_key": None, "timeout_seconds": 1.0}
-    return config.model_copy(
-        update={
-            "services": config.services.model_copy(
-                update={
-                    "meals": config.services.meals.model_copy(update=endpoint),
-                    "deliveries": config.services.deliveries.model_copy(update=endpoint),
-                }
-            ),
-            "outbox": config.outbox.model_copy(update={"path": outbox_file}),
-            "connectivity": config.connectivity.model_copy(
-                update={
-                    "probe_interval_seconds": 0.5,
-                    "probe_timeout_seconds": 0.5,
-                    "use_networkmanager": False,
-                }
-            ),
-        }
-    )
 
 
 def _fresh(path: Path) -> Path:
@@ -115,7 +91,8 @@ async def spoken_drive(
 
     # The services side, for real: the reference service on loopback, the outbox next to the replies.
     service = await asyncio.to_thread(lambda: ReferenceService(_fresh(out_dir / "service.sqlite3")).start())
-    config = demo_service_config(config, service.url, _fresh(out_dir / "outbox.sqlite3"))
+    config = loopback_config(service.url, _fresh(out_dir / "outbox.sqlite3"), config, timeout_seconds=1.0,
+                             probe_interval_seconds=0.5, probe_timeout_seconds=0.5)
     events = EventBus()
     wiring = await open_services(config, events)
     dispatcher = wiring.dispatcher(poll_interval_seconds=0.5)

@@ -35,7 +35,7 @@ class Tunnel:
     each scene knows when the car has caught up (offline noticed; the queued order placed and announced)."""
 
     def __init__(self, service: Any, monitor: Any, report: DriveReport) -> None:
-        self.service = service  # agent.services.reference.ReferenceService
+        self.service = service  # agent.devtools.reference_service.ReferenceService
         self.monitor = monitor  # agent.connectivity.monitor.LinkMonitor
         self.report = report
 

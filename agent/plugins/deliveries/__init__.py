@@ -10,8 +10,8 @@ import asyncio
 from typing import Any
 
 from agent.core.errors import ServiceError
+from agent.outbox.entries import DELIVERED, Entry
 from agent.outbox.messages import outcome_text
-from agent.outbox.store import DELIVERED, Entry
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
 from agent.plugins.deliveries.packages import find_package, matching_packages
 from agent.plugins.vehicle.state import match_name
