@@ -128,7 +128,7 @@ class LlamaCppModel:
         n_batch: int = 256,
         n_gpu_layers: int = 0,
         cache_dir: Path | None = None,
-        guess_tokens: int = 6,
+        guess_tokens: int = 0,
     ) -> None:
         import llama_cpp
 
