@@ -42,6 +42,7 @@ async def load_recognizer(
         from agent.asr.whisper import WhisperRecognizer
 
         options.setdefault("beam_size", config.asr.beam_size)
+        options.setdefault("window", config.asr.whisper_window)
         options.setdefault("language", language or config.language)
         return await WhisperRecognizer.load(directory, **options)
     raise AsrError(

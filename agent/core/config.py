@@ -124,6 +124,9 @@ class AsrConfig(Section):
     # Bias recognition toward what the plugins know (menu items, contacts, places, the wake phrase).
     bias_vocabulary: bool = True
     beam_size: int = Field(default=1, ge=1, le=10)
+    # whisper: "fit" cuts the encoder's window to the request (a second of silence after it) instead of 30 s,
+    # about 5x faster on a short request; "full" is faster-whisper's own 30 s window.
+    whisper_window: Literal["fit", "full"] = "fit"
 
 
 class TtsConfig(Section):

@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t.latency_ms = None if heard_at is None else round((heard_at - ended) * 1000, 1)
             while control.request("status")["state"] != "idle":
                 time.sleep(0.05)
-            last = control.request("status", last=1)["last_turns"][-1]
+            last = control.request("status", last=1)["pipeline"]["last_turns"][-1]
             t.transcript = last.get("transcript")
             t.end_reason = last.get("end_reason")
             t.tools = [c["name"] for c in last.get("tool_calls", []) if c.get("status") == "ok"]
