@@ -127,6 +127,9 @@ class AsrConfig(Section):
     # whisper: "fit" cuts the encoder's window to the request (a second of silence after it) instead of 30 s,
     # about 5x faster on a short request; "full" is faster-whisper's own 30 s window.
     whisper_window: Literal["fit", "full"] = "fit"
+    # While the driver speaks, transcribe the words so far this often (an engine without streaming partials,
+    # such as whisper), so the model has read them by the time the request ends. 0: only at pauses.
+    partials_every_ms: int = Field(default=700, ge=0, le=10000)
 
 
 class TtsConfig(Section):

@@ -25,7 +25,7 @@ log = get_logger("llm")
 GGUF_MAGIC = b"GGUF"
 PROMPT_CACHES_KEPT = 3  # per model
 # Tokens per step of a prefill ahead of need: a turn that starts meanwhile waits for one step at most.
-PREFILL_SLICE = 16
+PREFILL_SLICE = 4
 # Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
 # answer with "{{...}}". Rendering the example the way the original template does keeps its output parseable.
 _TEMPLATE_FIXES = [

@@ -134,6 +134,8 @@ class _Listening:
     paused: bool = False
     interim: asyncio.Task[str | None] | None = None  # the transcript of the audio up to the current pause
     partial: str = ""  # the streaming engine's latest partial (vosk)
+    partial_task: asyncio.Task[None] | None = None  # words so far, transcribed while the driver speaks
+    partial_at_ms: float = 0.0  # audio length when the last one started
     final: str | None = None  # the transcript, when it was made before the endpoint
 
 
@@ -456,11 +458,36 @@ class VoicePipeline:
                 listening.paused = False
                 listening.pause += 1
                 listening.interim = None
+            self._watch_speech(listening)
             return
         if pause_ms and not listening.paused and silent >= pause_ms:
             listening.paused = True
             listening.interim = self._own(self._transcribe_pause(listening, listening.pause),
                                           f"pause-{listening.record.index}")
+
+    def _watch_speech(self, listening: _Listening) -> None:
+        """While the driver speaks, now and then transcribe the words so far and let the model read them."""
+        every = self.config.asr.partials_every_ms
+        interim = getattr(self.recognizer, "interim", None)
+        if not every or interim is None or (listening.partial_task and not listening.partial_task.done()):
+            return
+        heard_ms = sum(c.duration_ms for c in listening.audio)
+        if heard_ms - listening.partial_at_ms < every:
+            return
+        listening.partial_at_ms = heard_ms
+
+        async def words_so_far() -> None:
+            try:
+                text = (await interim(list(listening.audio))).text.strip()
+            except Exception as err:  # a missed partial costs only the time it would have saved
+                log.warning("partial-transcript-failed", error=str(err))
+                return
+            if self._listening is listening and usable(text) and not listening.paused:
+                listening.record.mark("first_partial")
+                self.events.publish("transcript-partial", turn=listening.record.index, text=text)
+                self._prepare(self._strip_wake_phrase(text))
+
+        listening.partial_task = self._own(words_so_far(), f"partial-{listening.record.index}")
 
     async def _transcribe_pause(self, listening: _Listening, pause: int) -> str | None:
         interim = getattr(self.recognizer, "interim", None)
