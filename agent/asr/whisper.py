@@ -184,11 +184,13 @@ class WhisperRecognizer:
             prompt = [tok.sot_prev, *tok.encode(" " + glossary.strip())[-223:]]
         prompt += [*tok.sot_sequence, tok.no_timestamps]
         seconds = len(audio) / self.sample_rate_hz
-        # Room for fast speech, none for a loop: a short window invites whisper to say the sentence again.
+        # Room for fast speech, none for a loop: a short window invites whisper to say the words again (and no
+        # three words twice: a request does not repeat itself, a decoding loop does).
         new_tokens = int(16 + 8 * seconds)
         result = self._model.model.generate(
             encoded, [prompt], beam_size=self.beam_size, max_length=min(448, len(prompt) + new_tokens),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True, suppress_tokens=[-1],
+            no_repeat_ngram_size=3,
         )[0]
         ids = [t for t in result.sequences_ids[0] if t < tok.eot]
         text = _once(tok.decode(ids).strip())

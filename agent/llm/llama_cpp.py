@@ -156,6 +156,7 @@ class LlamaCppModel:
             ) from err
         self.load_ms = (time.monotonic() - started) * 1000
         self.cache_dir = cache_dir
+        self.n_threads = n_threads
         self.guess_tokens = guess_tokens  # checked beside each decoded token (see _decode); 0: one at a time
         self._grammars: dict[str, str] = {}
         self._logits = np.zeros(0)
@@ -405,13 +406,22 @@ class LlamaCppModel:
 
     def prefill(self, tokens: Sequence[int], should_stop: Callable[[], bool] = lambda: False) -> int:
         """Evaluate `tokens` into the KV cache ahead of need (the longest cached prefix is kept), a slice at a
-        time so that a turn that wants the model waits for one slice at most. Returns how many are resident."""
+        time so that a turn that wants the model waits for one slice at most. Returns how many are resident.
+
+        On one thread: work ahead of need leaves the other cores to recognition and the audio loop (llama.cpp's
+        threads wait for each other at every layer, so one taken by another process stalls them all)."""
         with self._lock:
             tokens = list(tokens)
             self.llm.n_tokens = self._cached_prefix(tokens)
             self._logits_for = -1
-            while self.llm.n_tokens < len(tokens) and not should_stop():
-                self.llm.eval(tokens[self.llm.n_tokens : self.llm.n_tokens + PREFILL_SLICE])
+            if self.llm.n_tokens >= len(tokens):
+                return self.llm.n_tokens
+            self.llm._ctx.set_n_threads(1, 1)
+            try:
+                while self.llm.n_tokens < len(tokens) and not should_stop():
+                    self.llm.eval(tokens[self.llm.n_tokens : self.llm.n_tokens + PREFILL_SLICE])
+            finally:
+                self.llm._ctx.set_n_threads(self.n_threads, self.n_threads)
             return self.llm.n_tokens
 
     def _cached_prefix(self, tokens: Sequence[int]) -> int:
