@@ -15,8 +15,6 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from agent.asr.base import Recognizer, usable
@@ -24,9 +22,10 @@ from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import AudioSink
 from agent.audio.vad import Endpointer, EndReason
 from agent.core.config import Config
-from agent.core.events import EventBus, TurnTrace, now_ms
+from agent.core.events import EventBus, now_ms
 from agent.core.logging import get_logger
-from agent.loop.complete import sounds_complete
+from agent.loop.listening import Listening, PauseEnding
+from agent.loop.record import LagStats, State, TurnRecord
 from agent.loop.stages import bias_vocabulary, build_stages
 from agent.models.engines import resolved_config
 from agent.tts.base import Synthesizer
@@ -37,133 +36,9 @@ from agent.wake.detector import WakeDetector
 
 log = get_logger("pipeline")
 
-RECOGNITION_TIMEOUT_S = 30.0
 TURN_TIMEOUT_S = 120.0
 INTERRUPT_TIMEOUT_S = 3.0
-# Marks of a turn, in the order they happen; latency is reported from `speech_end` to each later one.
-MARKS = (
-    "wake_detected",
-    "listening",
-    "speech_start",
-    "speech_end",
-    "endpoint",
-    "transcript_final",
-    "first_token",
-    "tool_done",
-    "first_audio",
-    "done",
-)
-
-
-class State(StrEnum):
-    IDLE = "idle"
-    LISTENING = "listening"
-    THINKING = "thinking"
-    SPEAKING = "speaking"
-
-
-@dataclass
-class TurnRecord:
-    """One request from trigger to silence: what was heard, done and said, and its trace (the milestones the
-    loop and the turn engine marked on one clock, and the model's calls)."""
-
-    index: int
-    trigger: str  # wake, push-to-talk, follow-up, text (the control socket's say)
-    barge_in: bool = False  # it interrupted the car
-    trace: TurnTrace = field(default_factory=TurnTrace)
-    end_reason: str | None = None  # why listening ended (silence, max-length, no-speech, source-ended)
-    transcript: str | None = None
-    reply: str | None = None
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    # replied, not-caught, no-speech, ignored (unusable follow-up), interrupted, failed
-    outcome: str = "open"
-    error: str | None = None
-    turn_id: str | None = None
-    awaiting_confirmation: bool = False
-    playback_index: int | None = None  # which playback of the sink carried the reply (WavSink files)
-
-    @property
-    def marks(self) -> dict[str, float]:
-        """Monotonic ms (agent.core.events.now_ms) of each milestone reached."""
-        return self.trace.marks
-
-    def mark(self, name: str, at_ms: float | None = None) -> None:
-        self.trace.mark(name, at_ms)
-
-    def latency_ms(self) -> dict[str, float]:
-        """Each stage after the driver stopped speaking, in ms from the end of speech."""
-        end = self.marks.get("speech_end")
-        if end is None:
-            return {}
-        out = {}
-        for name in ("endpoint", "transcript_final", "first_token", "tool_done", "first_audio", "done"):
-            if name in self.marks:
-                out[name] = round(self.marks[name] - end, 1)
-        return out
-
-    def as_dict(self) -> dict[str, Any]:
-        start = self.marks.get("wake_detected", self.marks.get("listening", 0.0))
-        return {
-            "index": self.index,
-            "trigger": self.trigger,
-            "barge_in": self.barge_in,
-            "outcome": self.outcome,
-            "end_reason": self.end_reason,
-            "transcript": self.transcript,
-            "reply": self.reply,
-            "tool_calls": self.tool_calls,
-            "awaiting_confirmation": self.awaiting_confirmation,
-            "turn_id": self.turn_id,
-            "error": self.error,
-            # relative to the trigger, in the order they happened
-            "marks_ms": {k: round(v - start, 1) for k, v in sorted(self.marks.items(), key=lambda kv: kv[1])},
-            "latency_ms": self.latency_ms(),
-            "model_calls": [c.as_dict() for c in self.trace.model_calls],
-        }
-
-
-@dataclass
-class _Listening:
-    record: TurnRecord
-    queue: asyncio.Queue[AudioChunk | None] = field(default_factory=asyncio.Queue)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: EndReason | None = None
-    last_speech_end: float | None = None
-    audio: list[AudioChunk] = field(default_factory=list)  # the request so far, for a transcript at a pause
-    pause: int = 0  # counts the pauses; a transcript made in an earlier pause is stale
-    paused: bool = False
-    interim: asyncio.Task[str | None] | None = None  # the transcript of the audio up to the current pause
-    partial: str = ""  # the streaming engine's latest partial (vosk)
-    partial_task: asyncio.Task[None] | None = None  # words so far, transcribed while the driver speaks
-    partial_at_ms: float = 0.0  # audio length when the last one started
-    final: str | None = None  # the transcript, when it was made before the endpoint
-
-
-@dataclass
-class LagStats:
-    """How late chunks were handled, per state: proves the wake engine and VAD keep up while the model runs."""
-
-    chunks: int = 0
-    max_ms: float = 0.0
-    total_ms: float = 0.0
-    max_handle_ms: float = 0.0  # time spent in the pipeline on one chunk (detector/endpointer)
-
-    def add(self, lag_ms: float, handle_ms: float) -> None:
-        self.chunks += 1
-        self.total_ms += lag_ms
-        self.max_ms = max(self.max_ms, lag_ms)
-        self.max_handle_ms = max(self.max_handle_ms, handle_ms)
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "chunks": self.chunks,
-            "mean_lag_ms": round(self.total_ms / self.chunks, 1) if self.chunks else 0.0,
-            "max_lag_ms": round(self.max_ms, 1),
-            "max_handle_ms": round(self.max_handle_ms, 1),
-        }
-
-
-class VoicePipeline:
+class VoicePipeline(PauseEnding):
     """The car's voice loop over one audio source. `await run()` until cancelled (or the source ends)."""
 
     def __init__(
@@ -200,7 +75,7 @@ class VoicePipeline:
         self.state_since_ms = now_ms()
         self.lag: dict[str, LagStats] = {s.value: LagStats() for s in State}
         self._turns = 0
-        self._listening: _Listening | None = None
+        self._listening: Listening | None = None
         self._active: asyncio.Task[None] | None = None  # the request or announcement being served
         self._active_record: TurnRecord | None = None
         self._pending_announcements: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
@@ -430,7 +305,7 @@ class VoicePipeline:
             lag = handled - chunk.timestamp_ms  # capture (or replay) time to handled
             self.lag[state].add(max(0.0, lag), (time.perf_counter() - started) * 1000)
 
-    async def _feed_endpointer(self, listening: _Listening, chunk: AudioChunk) -> None:
+    async def _feed_endpointer(self, listening: Listening, chunk: AudioChunk) -> None:
         listening.queue.put_nowait(chunk)
         listening.audio.append(chunk)
         reason = await self.endpointer.aprocess(chunk)
@@ -446,70 +321,6 @@ class VoicePipeline:
             self._end_listening(reason)
         elif self.endpointer.speech_started:
             self._watch_pause(listening)
-
-    # ------------------------------------------------------------------ ending at a pause
-
-    def _watch_pause(self, listening: _Listening) -> None:
-        """At a short pause, transcribe what was said; if it is a whole request, the request ends there."""
-        pause_ms = self.config.vad.pause_ms
-        silent = self.endpointer.pause_ms
-        if silent == 0.0:
-            if listening.paused:  # speaking again: what was transcribed in the pause is not the request
-                listening.paused = False
-                listening.pause += 1
-                listening.interim = None
-            self._watch_speech(listening)
-            return
-        if pause_ms and not listening.paused and silent >= pause_ms:
-            listening.paused = True
-            listening.interim = self._own(self._transcribe_pause(listening, listening.pause),
-                                          f"pause-{listening.record.index}")
-
-    def _watch_speech(self, listening: _Listening) -> None:
-        """While the driver speaks, now and then transcribe the words so far and let the model read them."""
-        every = self.config.asr.partials_every_ms
-        interim = getattr(self.recognizer, "interim", None)
-        if not every or interim is None or (listening.partial_task and not listening.partial_task.done()):
-            return
-        heard_ms = sum(c.duration_ms for c in listening.audio)
-        if heard_ms - listening.partial_at_ms < every:
-            return
-        listening.partial_at_ms = heard_ms
-
-        async def words_so_far() -> None:
-            try:
-                text = (await interim(list(listening.audio))).text.strip()
-            except Exception as err:  # a missed partial costs only the time it would have saved
-                log.warning("partial-transcript-failed", error=str(err))
-                return
-            if self._listening is listening and usable(text) and not listening.paused:
-                listening.record.mark("first_partial")
-                self.events.publish("transcript-partial", turn=listening.record.index, text=text)
-                self._prepare(self._strip_wake_phrase(text))
-
-        listening.partial_task = self._own(words_so_far(), f"partial-{listening.record.index}")
-
-    async def _transcribe_pause(self, listening: _Listening, pause: int) -> str | None:
-        interim = getattr(self.recognizer, "interim", None)
-        try:
-            if interim is not None:
-                text = (await interim(list(listening.audio))).text.strip()
-            else:
-                text = listening.partial.strip()  # a streaming engine: its partial is the words so far
-        except Exception as err:  # a failed early transcript is only a missed shortcut
-            log.warning("pause-transcript-failed", error=str(err))
-            return None
-        if listening.pause != pause or not usable(text):
-            return None  # spoken over, or nothing worth keeping: the recogniser hears the whole request
-        record = listening.record
-        record.mark("pause_transcript")
-        self.events.publish("transcript-partial", turn=record.index, text=text)
-        if self._listening is listening and sounds_complete(self._strip_wake_phrase(text)):
-            listening.final = text
-            self._end_listening(EndReason.COMPLETE)
-        elif self._listening is listening:
-            self._prepare(self._strip_wake_phrase(text))  # into the model's cache while the driver goes on
-        return text
 
     async def _on_detection(self, detection: Detection) -> None:
         barge_in = self._active is not None
@@ -532,7 +343,7 @@ class VoicePipeline:
         )
         self.endpointer.reset()
         self._refresh_vocabulary()
-        listening = _Listening(record)
+        listening = Listening(record)
         self._listening = listening
         self._set_state(State.LISTENING, turn=record.index)
         self._active_record = record
@@ -584,7 +395,7 @@ class VoicePipeline:
 
     # ------------------------------------------------------------------ one request
 
-    async def _serve(self, listening: _Listening) -> None:
+    async def _serve(self, listening: Listening) -> None:
         record = listening.record
         recognition = asyncio.create_task(self._recognize(listening), name=f"asr-{record.index}")
         try:
@@ -639,40 +450,6 @@ class VoicePipeline:
                         Detection(self.config.wake_phrase, "asr", now_ms(), preroll=preroll)
                     )
 
-    def _prepare_next(self) -> None:
-        """While the car waits for the next request, the remembered turns go into the model's cache."""
-        self._prepare("")
-
-    def _prepare(self, heard: str) -> None:
-        prepare = getattr(self.assistant, "prepare", None)
-        if prepare is None:
-            return
-
-        async def quietly() -> None:
-            try:
-                await prepare(heard)
-            except Exception as err:  # work ahead of need: a failure costs only the time it would have saved
-                log.warning("prepare-failed", error=f"{type(err).__name__}: {err}")
-
-        self._own(quietly(), "prepare")
-
-    async def _final_transcript(self, listening: _Listening, recognition: asyncio.Task[str]) -> str:
-        """The request's words: made at the pause that ended it, or at a pause the driver did not break, or
-        else by the recogniser from the whole request."""
-        if listening.final is None and listening.interim is not None and listening.reason == EndReason.SILENCE:
-            # Silent since the pause that was transcribed: that transcript is the request's.
-            text = None
-            with contextlib.suppress(asyncio.TimeoutError):
-                text = await asyncio.wait_for(asyncio.shield(listening.interim), RECOGNITION_TIMEOUT_S)
-            if text is not None:
-                listening.final = text
-            else:
-                listening.queue.put_nowait(None)  # the pause gave nothing: recognise the whole request
-        if listening.final is not None:
-            recognition.cancel()
-            return listening.final.strip()
-        return await asyncio.wait_for(recognition, RECOGNITION_TIMEOUT_S)
-
     def _finish_turn(self, record: TurnRecord, *, keep: bool = True) -> bool:
         """Close a turn's latency record and, when it was the active turn, go idle. True if it was active."""
         record.mark("done")
@@ -687,7 +464,7 @@ class VoicePipeline:
         self._set_state(State.IDLE)
         return True
 
-    async def _recognize(self, listening: _Listening) -> str:
+    async def _recognize(self, listening: Listening) -> str:
         async def chunks() -> AsyncIterator[AudioChunk]:
             while (chunk := await listening.queue.get()) is not None:
                 yield chunk
