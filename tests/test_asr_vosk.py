@@ -4,16 +4,13 @@ Korean speech synthesised by espeak-ng, fed as 30 ms chunks the way the micropho
 from __future__ import annotations
 
 import asyncio
-import io
 import shutil
-import subprocess
 import time
-import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import require, store_model
+from helpers.audio import espeak, mic_blocks
+from helpers.real import require, store_model
 
 from agent.asr.base import AsrError, usable
 from agent.audio.chunk import AudioChunk
@@ -53,23 +50,6 @@ def vosk_ko(vosk_ko_dir: Path):  # type: ignore[no-untyped-def]
     asyncio.run(asr.aclose())
 
 
-def espeak_ko(text: str, speed: int) -> AudioChunk:
-    out = subprocess.run(
-        ["espeak-ng", "-v", "ko", "-s", str(speed), "--stdout", text],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    with wave.open(io.BytesIO(out)) as wav:
-        return AudioChunk(wav.readframes(wav.getnframes()), rate=wav.getframerate())
-
-
-async def mic_blocks(audio: AudioChunk, block_ms: int = 30) -> AsyncIterator[AudioChunk]:
-    step = audio.rate * block_ms // 1000 * 2
-    for i in range(0, len(audio.pcm), step):
-        yield AudioChunk(audio.pcm[i : i + step], rate=audio.rate)
-
-
 async def recognise(asr, audio: AudioChunk) -> tuple[list[str], str, float]:  # type: ignore[no-untyped-def]
     partials: list[str] = []
     final = None
@@ -104,7 +84,7 @@ async def test_grammar_mode_recognises_listed_commands(vosk_ko) -> None:  # type
     exact = 0
     seconds = audio_seconds = 0.0
     for phrase in PHRASES:
-        audio = espeak_ko(phrase, 150)
+        audio = espeak(phrase, "ko", 150)
         partials, final, elapsed = await recognise(vosk_ko, audio)
         seconds += elapsed
         audio_seconds += audio.duration_ms / 1000
@@ -132,7 +112,7 @@ async def test_free_mode_streams_partials_and_a_final(vosk_ko) -> None:  # type:
     hits = 0
     seconds = audio_seconds = 0.0
     for phrase, keyword in keywords.items():
-        audio = espeak_ko(phrase, 120)
+        audio = espeak(phrase, "ko", 120)
         partials, final, elapsed = await recognise(vosk_ko, audio)
         seconds += elapsed
         audio_seconds += audio.duration_ms / 1000
@@ -149,7 +129,7 @@ async def test_free_mode_streams_partials_and_a_final(vosk_ko) -> None:  # type:
 async def test_free_mode_with_vocabulary_rescoring_still_decodes(vosk_ko) -> None:  # type: ignore[no-untyped-def]
     vosk_ko.set_mode("free")
     vosk_ko.set_vocabulary(["엄마", "음악"])
-    _, final, _ = await recognise(vosk_ko, espeak_ko("엄마 에게 전화 해", 120))
+    _, final, _ = await recognise(vosk_ko, espeak("엄마 에게 전화 해", "ko", 120))
     assert "엄마" in final.split()
 
 
@@ -165,7 +145,7 @@ async def test_silence_gives_an_unusable_final(vosk_ko) -> None:  # type: ignore
 async def test_cancelled_utterance_leaves_the_engine_usable(vosk_ko) -> None:  # type: ignore[no-untyped-def]
     vosk_ko.set_vocabulary(PHRASES)
     vosk_ko.set_mode("grammar")
-    audio = espeak_ko("음악 틀어 줘", 150)
+    audio = espeak("음악 틀어 줘", "ko", 150)
 
     async def first_partial() -> None:
         async for t in vosk_ko.transcribe(mic_blocks(audio)):

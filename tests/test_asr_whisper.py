@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import store_model
+from helpers.audio import collect, mic_blocks
+from helpers.real import store_model
 
 from agent.asr.base import AsrError, usable
 from agent.audio.chunk import AudioChunk
@@ -54,20 +55,10 @@ async def spoken(tts, text: str) -> AudioChunk:  # type: ignore[no-untyped-def]
     return AudioChunk(silence + b"".join(c.pcm for c in chunks) + silence, rate=chunks[0].rate)
 
 
-async def mic_blocks(audio: AudioChunk, block_ms: int = 30) -> AsyncIterator[AudioChunk]:
-    step = audio.rate * block_ms // 1000 * 2
-    for i in range(0, len(audio.pcm), step):
-        yield AudioChunk(audio.pcm[i : i + step], rate=audio.rate)
-
-
 async def final_of(asr, audio: AudioChunk):  # type: ignore[no-untyped-def]
-    results = await asyncio.wait_for(_collect(asr.transcribe(mic_blocks(audio))), 60)
+    results = await asyncio.wait_for(collect(asr.transcribe(mic_blocks(audio))), 60)
     assert [t.is_final for t in results] == [True]  # final only: no pseudo-partials
     return results[0]
-
-
-async def _collect(stream):  # type: ignore[no-untyped-def]
-    return [t async for t in stream]
 
 
 @pytest.mark.model
@@ -111,7 +102,7 @@ async def test_silence_and_empty_input_give_unusable_finals(whisper) -> None:  #
         return
         yield
 
-    results = await asyncio.wait_for(_collect(whisper.transcribe(nothing())), 10)
+    results = await asyncio.wait_for(collect(whisper.transcribe(nothing())), 10)
     assert len(results) == 1 and results[0].is_final and results[0].text == ""
 
 

@@ -7,42 +7,16 @@ with `pace_realtime=True`; every await in the children has a timeout and every c
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from helpers.fakecard import last_json, run_on_card
 
 from agent.devtools.fakecard import FakeCard
 
 pytestmark = pytest.mark.slow
-
-HAS_PORTAUDIO = Path("/usr/lib/x86_64-linux-gnu/libportaudio.so.2").exists() or any(
-    Path(p).exists() for p in ("/usr/lib/aarch64-linux-gnu/libportaudio.so.2", "/usr/lib/libportaudio.so.2")
-)
-
-
-def run_child(card: FakeCard, code: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    require(HAS_PORTAUDIO, "libportaudio2 is not installed")
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=card.env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(Path(__file__).resolve().parents[1]),
-    )
-    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def last_json(proc: subprocess.CompletedProcess[str]) -> dict:
-    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
-
 
 def tone(seconds: float, hz: float, rate: int = 16000, amplitude: int = 8000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
@@ -68,7 +42,7 @@ def test_activate_refuses_after_sounddevice_import(tmp_path: Path, monkeypatch: 
 def test_mic_source_reads_the_card_in_real_time(card: FakeCard, tmp_path: Path) -> None:
     signal = tone(1.0, 440.0)
     card.write_input(signal, pad_seconds=1.0)
-    proc = run_child(
+    proc = run_on_card(
         card,
         f"""
         import asyncio, json, sys, time
@@ -106,7 +80,7 @@ def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(
 ) -> None:
     signal = tone(0.6, 300.0, rate=22050)
     np.save(tmp_path / "signal.npy", signal)
-    proc = run_child(
+    proc = run_on_card(
         card,
         f"""
         import asyncio, json, numpy as np
@@ -140,7 +114,7 @@ def test_speaker_sink_writes_the_card_out_file_and_reports_first_audio(
 
 
 def test_speaker_stop_flushes_immediately_for_barge_in(card: FakeCard, tmp_path: Path) -> None:
-    proc = run_child(
+    proc = run_on_card(
         card,
         """
         import asyncio, json, time, numpy as np
@@ -170,7 +144,7 @@ def test_speaker_stop_flushes_immediately_for_barge_in(card: FakeCard, tmp_path:
 
 def test_device_lost_and_back_is_recovered_without_ending(card: FakeCard) -> None:
     card.write_input(tone(20.0, 500.0), pad_seconds=1.0)
-    proc = run_child(
+    proc = run_on_card(
         card,
         f"""
         import asyncio, json, os

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import require
+from helpers.real import require
 
 from agent.core.config import Config
 from agent.core.errors import ModelError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers.waiting import until
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.connectivity.networkmanager import link_up_from_state, watch_networkmanager
@@ -66,7 +67,7 @@ async def test_probes_follow_the_real_service_and_publish_events(service, tmp_pa
     try:
         assert await asyncio.wait_for(monitor.wait_online("meals", T), T + 1)
         service.go_down()
-        await asyncio.wait_for(_until(lambda: not monitor.is_online("meals")), T)
+        await until(lambda: not monitor.is_online("meals"), T)
         service.come_up()
         assert await asyncio.wait_for(monitor.wait_online("meals", T), T + 1)
         got = await asyncio.wait_for(events, T)
@@ -111,7 +112,3 @@ async def test_networkmanager_watch_returns_quietly_when_unavailable():
     # No jeepney or no system bus here: the watcher must log and return, never raise.
     await asyncio.wait_for(watch_networkmanager(lambda up: None), T)
 
-
-async def _until(predicate, interval: float = 0.02) -> None:
-    while not predicate():
-        await asyncio.sleep(interval)

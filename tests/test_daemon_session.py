@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import store_model
-from test_daemon import RATE_HZ, Daemon, Microphone, NotifySocket, daemon_env, notify_address
+from helpers.daemon import RATE_HZ, Daemon, Microphone, daemon_env
+from helpers.notify import NotifySocket, notify_address
+from helpers.real import store_model
 
 LLM = "qwen2.5-coder-1.5b-instruct-q4_k_m"  # the model a head unit runs by default
 SNR_DB = 20.0

@@ -10,8 +10,8 @@ import wave
 from pathlib import Path
 
 import pytest
-from conftest import require
-from test_pipeline_loop import FakeAssistant
+from helpers.pipeline import FakeAssistant
+from helpers.real import require_voice_models
 
 from agent.core.config import Config
 
@@ -22,13 +22,7 @@ async def test_demo_drive_through_the_pipeline(tmp_path: Path, capsys: pytest.Ca
     from agent.devtools.demo.drive import spoken_drive
 
     config = Config()
-    try:
-        from agent.models import model_file, model_path
-
-        model_file(config, "tts", "en", engine="piper")
-        model_path(config, "asr", "en", engine="whisper")
-    except Exception as err:  # noqa: BLE001
-        require(False, f"voice models missing: {err}")
+    require_voice_models(config)
     drive = [
         ("piper", "play some jazz", True),
         ("espeak", "order a large pepperoni pizza", True),

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require
-from fakes import FakeModel, _last_user_message
+from helpers.fakes import FakeModel, _last_user_message
+from helpers.real import require, require_voice_models
 
 from agent.core.config import Config
 
@@ -73,16 +73,6 @@ def scripted_model(slow_words: tuple[str, ...] = (), seconds: float = 0.0) -> Fa
     return model
 
 
-def voice_models_or_skip(config: Config) -> None:
-    try:
-        from agent.models import model_file, model_path
-
-        model_file(config, "tts", "en", engine="piper")
-        model_path(config, "asr", "en", engine="whisper")
-    except Exception as err:  # noqa: BLE001
-        require(False, f"voice models missing: {err}")
-
-
 def check_tunnel_scene(result: dict[str, Any], out: Path) -> None:
     records, summary = result["records"], result["summary"]
     assert summary["scenes"] == ["enter-tunnel", "leave-tunnel"]
@@ -123,7 +113,7 @@ async def test_demo_tunnel_scene_scripted_model(tmp_path: Path, capsys: pytest.C
     from agent.devtools.demo.drive import spoken_drive
 
     config = Config()
-    voice_models_or_skip(config)
+    require_voice_models(config)
     model = scripted_model()
     out = tmp_path / "demo-out"
     result = await asyncio.wait_for(
@@ -153,7 +143,7 @@ async def test_order_placed_during_another_reply_is_announced_after_it(tmp_path:
     from agent.devtools.demo.scenes import ENTER_TUNNEL, Scene
 
     config = Config()
-    voice_models_or_skip(config)
+    require_voice_models(config)
     drive = [
         ENTER_TUNNEL,
         ("piper", "I'd like a large pepperoni pizza", True),
@@ -186,7 +176,7 @@ async def test_demo_tunnel_scene_real_model(tmp_path: Path) -> None:
     from agent.devtools.demo.drive import spoken_drive
 
     config = Config()
-    voice_models_or_skip(config)
+    require_voice_models(config)
     try:
         from agent.app.wiring import llm_model
 

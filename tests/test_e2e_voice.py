@@ -4,7 +4,7 @@ and Piper's reply comes out of the card's playback file (agent.devtools.fakecard
 
 The daemon side runs in a subprocess: PortAudio reads the ALSA configuration once, when sounddevice is imported.
 The model is real in the first test (a set_climate call with 21); elsewhere a FakeAssistant (the real Assistant
-with a scripted model, tests/test_pipeline_loop.py) counts model calls and makes replies long on purpose.
+with a scripted model, tests/helpers/pipeline.py) counts model calls and makes replies long on purpose.
 Every await in the children has a timeout, and every child has a process timeout.
 """
 
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import require
+from helpers.fakecard import HAS_PORTAUDIO, REPO
+from helpers.real import require
 
 from agent.core.config import Config
 from agent.devtools.fakecard import FakeCard
@@ -28,15 +29,6 @@ from agent.devtools.road_noise import road_noise
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 RATE = 16000
-ROOT = Path(__file__).resolve().parents[1]
-HAS_PORTAUDIO = any(
-    Path(p).exists()
-    for p in (
-        "/usr/lib/x86_64-linux-gnu/libportaudio.so.2",
-        "/usr/lib/aarch64-linux-gnu/libportaudio.so.2",
-        "/usr/lib/libportaudio.so.2",
-    )
-)
 SNR_DB = 20.0
 
 
@@ -105,7 +97,7 @@ async def main():
         # A changed prompt is prefilled once (minutes on one CI core), then restored from the cache in ms.
         assistant = await asyncio.wait_for(build_assistant(config), timeout=600)
     else:
-        from test_pipeline_loop import FakeAssistant
+        from helpers.pipeline import FakeAssistant
         assistant = FakeAssistant(config, reply=SPEC["reply"], token_delay_s=SPEC["token_delay_s"],
                                   replies=SPEC["replies"])
     mic = MicSource(config.audio, device="card_in", pace_realtime=True, stall_seconds=1.0)
@@ -180,7 +172,7 @@ def run_daemon(
         capture_output=True,
         text=True,
         timeout=timeout + (750 if real_model else 150),
-        cwd=str(ROOT),
+        cwd=str(REPO),
     )
     assert proc.returncode == 0, (
         f"daemon side failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"

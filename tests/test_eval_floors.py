@@ -12,7 +12,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import require
+from helpers.evalsets import EVAL_DATA
+from helpers.real import require
 
 from agent.core.config import Config
 from agent.core.errors import ModelError
@@ -21,7 +22,6 @@ from agent.devtools.evaluation import format_report
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
-DATA = Path(__file__).parent / "data" / "eval"
 SINGLES_PER_LANGUAGE = 60
 SESSIONS = 12
 # Measured on this sample (2026-12-02, bench/results/eval/2026-12-02-holdout-understanding.json and the dev
@@ -44,11 +44,11 @@ def every_kth(items: list, n: int) -> list:
 def sample() -> tuple[list[EvalCase], list[EvalSession]]:
     cases: list[EvalCase] = []
     for lang in ("en", "zh"):
-        found, _ = load_eval(DATA / f"holdout_{lang}.jsonl")
+        found, _ = load_eval(EVAL_DATA / f"holdout_{lang}.jsonl")
         cases += every_kth(found, SINGLES_PER_LANGUAGE)
     sessions: list[EvalSession] = []
     for name in ("holdout_sessions", "dev_en_sessions", "dev_zh_sessions"):
-        _, found = load_eval(DATA / f"{name}.jsonl")
+        _, found = load_eval(EVAL_DATA / f"{name}.jsonl")
         sessions += every_kth(found, SESSIONS // 3)
     return cases, sessions
 

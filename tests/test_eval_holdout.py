@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from test_evaluation import ADDED_LATER, _alternatives, assert_args_fit_schemas
+from helpers.evalsets import ADDED_LATER, DATA, alternatives, assert_args_fit_schemas
 
 from agent.core.config import Config
 from agent.devtools.eval_cases import EvalCase, load_cases, normalize_text
@@ -14,7 +12,6 @@ from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
 
-DATA = Path(__file__).parent / "data"
 HOLDOUT = DATA / "eval_holdout.jsonl"
 MAIN = DATA / "eval_car.jsonl"
 
@@ -72,8 +69,8 @@ def test_holdout_orders_and_contacts_exist(holdout: list[EvalCase]) -> None:
     book = [(p.name, [p.name, *p.aliases], p) for p in contacts]
     for c in holdout:
         if c.expect.tool == "order_meal":
-            for item in _alternatives(c.expect.args["item"]):
+            for item in alternatives(c.expect.args["item"]):
                 assert Catalogue.from_json(load_catalogue()).best(item), f"{c.id}: {item!r} is not on the menu"
         if c.expect.tool == "call_contact":
-            for name in _alternatives(c.expect.args["name"]):
+            for name in alternatives(c.expect.args["name"]):
                 assert match_name(name, book) is not None, f"{c.id}: {name!r} is not in the address book"

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
+from helpers.evalsets import ADDED_LATER, DATA, alternatives, assert_args_fit_schemas
 
 from agent.core.config import Config
 from agent.devtools.eval_cases import ANY_OF, EvalCase, EvalSetError, Expectation, load_cases, normalize_text
@@ -19,9 +19,7 @@ from agent.plugins.loader import load_registry
 from agent.plugins.meals.catalogue import Catalogue
 from agent.plugins.vehicle.state import match_name
 
-EVAL_SET = Path(__file__).parent / "data" / "eval_car.jsonl"
-# Tools added after the first eval sets were written (tests/data/eval/ covers them).
-ADDED_LATER = {"repeat_last_order"}
+EVAL_SET = DATA / "eval_car.jsonl"
 TIMEOUT_S = 5
 
 
@@ -366,12 +364,6 @@ def registry():
     return load_registry(Config())
 
 
-def _alternatives(value: object) -> list[object]:
-    if isinstance(value, dict) and set(value) == {ANY_OF}:
-        return list(value[ANY_OF])
-    return [value]
-
-
 def test_eval_set_size_and_balance(eval_set: list[EvalCase]) -> None:
     langs = Counter(c.lang for c in eval_set)
     assert len(eval_set) >= 150
@@ -405,29 +397,11 @@ def test_eval_set_args_fit_the_tool_schemas(eval_set: list[EvalCase], registry) 
     assert_args_fit_schemas(eval_set, registry)
 
 
-def assert_args_fit_schemas(cases: list[EvalCase], registry) -> None:
-    """Expected args as a partial call: each arg exists, each value (every alternative) fits its type/enum."""
-    for c in cases:
-        if c.expect.tool is None:
-            continue
-        assert c.expect.tool in registry, f"{c.id}: unknown tool {c.expect.tool}"
-        schema = dict(registry.get(c.expect.tool).parameters)
-        properties = schema["properties"]
-        schema.pop("required", None)
-        schema.pop("minProperties", None)
-        validator = Draft202012Validator(schema)
-        for key, value in c.expect.args.items():
-            assert key in properties, f"{c.id}: {c.expect.tool} has no argument {key!r}"
-            for alt in _alternatives(value):
-                errors = [e.message for e in validator.iter_errors({key: alt})]
-                assert not errors, f"{c.id}: {key}={alt!r}: {errors}"
-
-
 def test_eval_set_orders_are_on_the_menu(eval_set: list[EvalCase]) -> None:
     """Every expected item, in every language given, is something the meals plugin can actually order."""
     for c in eval_set:
         if c.expect.tool == "order_meal":
-            for item in _alternatives(c.expect.args["item"]):
+            for item in alternatives(c.expect.args["item"]):
                 assert Catalogue.from_json(load_catalogue()).best(item), f"{c.id}: {item!r} is not on the menu"
 
 
@@ -435,6 +409,6 @@ def test_eval_set_contacts_exist(eval_set: list[EvalCase]) -> None:
     contacts = Config().vehicle.contacts
     for c in eval_set:
         if c.expect.tool == "call_contact":
-            for name in _alternatives(c.expect.args["name"]):
+            for name in alternatives(c.expect.args["name"]):
                 found = match_name(name, [(p.name, [p.name, *p.aliases], p) for p in contacts])
                 assert found is not None, f"{c.id}: {name!r} is not in the address book"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import require
+from helpers.real import require
 
 from agent.core.config import Config, load_config, validate
 

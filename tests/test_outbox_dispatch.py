@@ -8,27 +8,17 @@ import collections
 from contextlib import asynccontextmanager
 
 import pytest
+from helpers.outbox import enqueue, order
+from helpers.waiting import until
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
 from agent.devtools.reference_service import ReferenceService, loopback_config
 from agent.outbox.dispatcher import Dispatcher
-from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, NOTIFY_ANNOUNCE, OPEN_STATES
+from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, OPEN_STATES
 from agent.outbox.store import OutboxStore
 
 T = 10.0
-
-
-def order(
-    k: int, restaurant: str = "luigis", item: str = "pepperoni pizza", size: str = "large", price: float = 89
-) -> dict:
-    return {
-        "restaurant_id": restaurant,
-        "items": [{"name": item, "size": size, "quantity": 1}],
-        "delivery_address": "12 Linden Road",
-        "expected_total": price,
-        "note": f"order-{k}",
-    }
 
 
 @pytest.fixture
@@ -61,19 +51,6 @@ async def running(service, tmp_path, *, events=None, **config_overrides):
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), T)
         await asyncio.wait_for(monitor.aclose(), T)
         store.close()
-
-
-def enqueue(store, body, *, service="meals", path="/orders", action="order_meal", **kw):
-    kw.setdefault("notify", NOTIFY_ANNOUNCE)
-    return store.enqueue(
-        service=service,
-        action=action,
-        method="POST",
-        path=path,
-        body=body,
-        summary=kw.pop("summary", "a large pepperoni pizza from Luigi's Pizzeria, 89 yuan"),
-        **kw,
-    )
 
 
 async def settled(store, ids, limit_seconds=T):
@@ -110,14 +87,14 @@ async def test_offline_then_online_delivers_and_announces(service, tmp_path):
     service.go_down()
     try:
         async with running(service, tmp_path, events=bus) as (store, _, monitor):
-            await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+            await until(lambda: monitor.state("meals").online is False, T)
             e = enqueue(store, order(2))
             await asyncio.sleep(0.3)
             assert store.get(e.id).state == "pending" and store.get(e.id).attempts == 0
             assert not service.effects()
             service.come_up()
             [done] = await settled(store, [e.id])
-            await asyncio.wait_for(_until(lambda: announcements), T)
+            await until(lambda: announcements, T)
             stored = store.pending_announcements()
     finally:
         listener.cancel()
@@ -191,7 +168,7 @@ async def test_slow_service_lost_answer_is_replayed_not_doubled(service, tmp_pat
     service.slow(0, after_commit_ms=1500)
     async with running(service, tmp_path, services={"meals": {"timeout_seconds": 0.5}}) as (store, _, _):
         e = enqueue(store, order(5))
-        await asyncio.wait_for(_until(lambda: store.get(e.id).attempts >= 2), T)
+        await until(lambda: store.get(e.id).attempts >= 2, T)
         service.slow(0, 0)
         [done] = await settled(store, [e.id])
     assert done.state == DELIVERED and done.attempts >= 2
@@ -202,7 +179,7 @@ async def test_slow_service_lost_answer_is_replayed_not_doubled(service, tmp_pat
 async def test_never_sent_entry_expires_with_a_notice(service, tmp_path):
     service.go_down()
     async with running(service, tmp_path) as (store, _, monitor):
-        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        await until(lambda: monitor.state("meals").online is False, T)
         e = enqueue(store, order(6), expiry_seconds=0.2)
         [done] = await settled(store, [e.id])
         notice = store.pending_announcements()
@@ -238,7 +215,7 @@ async def test_sent_entry_past_expiry_is_decided_by_the_service(service, tmp_pat
 async def test_cancel_waits_for_its_order_and_uses_its_id(service, tmp_path):
     service.go_down()
     async with running(service, tmp_path) as (store, _, monitor):
-        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        await until(lambda: monitor.state("meals").online is False, T)
         o = enqueue(store, order(9))
         c = enqueue(
             store,
@@ -262,7 +239,3 @@ async def test_out_of_attempts_fails_with_a_notice(service, tmp_path):
         [done] = await settled(store, [e.id])
     assert done.state == FAILED and done.attempts == 3 and "gave up" in done.last_error
 
-
-async def _until(predicate, interval: float = 0.02) -> None:
-    while not predicate():
-        await asyncio.sleep(interval)

@@ -5,14 +5,14 @@ played here as it will be: ask `confirmation_prompt`, then run the handler only 
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+import time
 
 import pytest
+from helpers.clock import SteppedClock
+from helpers.outbox import PIZZA, daemon
+from helpers.waiting import until
 
-from agent.connectivity.monitor import ConnectivityMonitor
-from agent.core.events import EventBus
 from agent.devtools.reference_service import ReferenceService, loopback_config
-from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.entries import CANCELLED, DELIVERED, OPEN_STATES
 from agent.outbox.store import OutboxStore
 from agent.plugins.base import ToolContext, ToolResult
@@ -20,62 +20,12 @@ from agent.plugins.deliveries import DeliveriesPlugin
 from agent.plugins.meals import MealsPlugin
 
 T = 10.0
-PIZZA = {"item": "pepperoni pizza", "size": "large", "restaurant": "Luigi's"}
-
-
-class Clock:
-    """The outbox clock's source (monotonic): moving it is time passing, unlike a step of the wall clock."""
-
-    def __init__(self) -> None:
-        import time
-
-        self.offset = 0.0
-        self._time = time.monotonic
-
-    def __call__(self) -> float:
-        return self._time() + self.offset
 
 
 @pytest.fixture
 def service(tmp_path):
     with ReferenceService(tmp_path / "service.db") as svc:
         yield svc
-
-
-@asynccontextmanager
-async def daemon(service, tmp_path, clock=None, **overrides):
-    """What the daemon will do: one store, monitor and bus in `services`, the dispatcher as a task."""
-    config = loopback_config(service.url, tmp_path / "outbox.db", **overrides)
-    bus = EventBus()
-    store = OutboxStore(tmp_path / "outbox.db", **({"monotonic": clock} if clock else {}))
-    monitor = ConnectivityMonitor(config, bus)
-    services = {"outbox": store, "connectivity": monitor, "events": bus}
-    dispatcher = Dispatcher(
-        store,
-        config,
-        monitor=monitor,
-        events=bus,
-        initial_backoff_seconds=0.02,
-        max_backoff_seconds=0.1,
-        poll_interval_seconds=0.05,
-    )
-    meals, deliveries = MealsPlugin(config, services=services), DeliveriesPlugin(config, services=services)
-    tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(dispatcher.run())]
-    try:
-        await asyncio.wait_for(
-            monitor.wait_online("meals", T) if service.is_up else asyncio.sleep(0.2), T + 1
-        )
-        if service.is_up:
-            await meals.catalogue()  # what the daemon's start() does before the first turn
-        yield config, store, monitor, meals, deliveries
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), T)
-        await asyncio.wait_for(meals.stop(), T)
-        await asyncio.wait_for(deliveries.stop(), T)
-        await asyncio.wait_for(monitor.aclose(), T)
-        store.close()
 
 
 async def turn(plugin, config, tool: str, args: dict, answer: str = "yes", language: str = "en"):
@@ -93,11 +43,6 @@ async def turn(plugin, config, tool: str, args: dict, answer: str = "yes", langu
         if prompt is not None and answer != "yes":
             return prompt, None
     return prompt, await asyncio.wait_for(spec.handler(ctx, prepared.arguments), T)
-
-
-async def _until(predicate, interval: float = 0.02) -> None:
-    while not predicate():
-        await asyncio.sleep(interval)
 
 
 def test_tool_names_and_schemas_are_kept():
@@ -166,7 +111,7 @@ async def into_the_tunnel(service, monitor, meals) -> None:
     """The car has the catalogue from before (it was online once), then the link goes."""
     assert await asyncio.wait_for(meals.catalogue(), T) is not None
     service.go_down()
-    await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+    await until(lambda: monitor.state("meals").online is False, T)
 
 
 async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_path):
@@ -180,7 +125,7 @@ async def test_offline_order_is_queued_then_placed_and_announced(service, tmp_pa
         _, status = await turn(meals, config, "order_status", {})
         assert "is queued, waiting for the connection" in status.say
         service.come_up()
-        await asyncio.wait_for(_until(lambda: store.get(entry.id).state not in OPEN_STATES), T)
+        await until(lambda: store.get(entry.id).state not in OPEN_STATES, T)
         notices = store.pending_announcements()
     assert [n.text for n in notices] == [
         "Your order is placed: a large pepperoni pizza from Luigi's Pizzeria, 89 yuan. "
@@ -225,13 +170,13 @@ async def test_4xx_is_told_to_the_driver_right_away(service, tmp_path):
 
 
 async def test_offline_status_is_the_last_known_one_with_its_age(service, tmp_path):
-    clock = Clock()
+    clock = SteppedClock(time.monotonic)  # the outbox clock's source: moving it is time passing
     async with daemon(service, tmp_path, clock=clock) as (config, store, monitor, meals, deliveries):
         await turn(meals, config, "order_meal", PIZZA)
         await turn(meals, config, "order_status", {})
         await turn(deliveries, config, "list_deliveries", {})
         service.go_down()
-        await asyncio.wait_for(_until(lambda: monitor.state("meals").online is False), T)
+        await until(lambda: monitor.state("meals").online is False, T)
         clock.offset = 12 * 60
         _, status = await turn(meals, config, "order_status", {})
         _, packages = await turn(deliveries, config, "track_package", {"package": "shoes"})
@@ -252,12 +197,12 @@ async def test_delivery_changes_online_and_queued_offline(service, tmp_path):
             deliveries, config, "redirect_delivery", {"package": "charger", "destination": "the office"}
         )
         service.go_down()
-        await asyncio.wait_for(_until(lambda: monitor.state("deliveries").online is False), T)
+        await until(lambda: monitor.state("deliveries").online is False, T)
         _, locker = await turn(deliveries, config, "hold_at_locker", {"package": "shoes"})
         assert locker.data["queued"] and locker.say.startswith("We're offline")
         service.come_up()
         entry = store.latest(service="deliveries", action="hold_at_locker")
-        await asyncio.wait_for(_until(lambda: store.get(entry.id).state == DELIVERED), T)
+        await until(lambda: store.get(entry.id).state == DELIVERED, T)
         notices = [a.text for a in store.pending_announcements()]
     assert moved.say == "Your running shoes will now come tomorrow."
     assert redirected.say == "Your phone charger will go to 88 Century Avenue (work)."
@@ -283,7 +228,7 @@ async def test_one_shot_say_without_the_daemon_opens_its_own_store_and_delivers(
 
 async def test_move_them_to_saturday_is_about_the_package_named_before(service, tmp_path):
     """The package a follow-up means comes from the drive when the driver does not name it again."""
-    from fakes import FakeModel
+    from helpers.fakes import FakeModel
 
     from agent.plugins.loader import ToolRegistry
     from agent.understanding.engine import Assistant

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.clock import Clock, SteppedClock
+from helpers.outbox import PIZZA, daemon, enqueue, order
+from helpers.waiting import until
 from structlog.testing import capture_logs
-from test_outbox_plugins import PIZZA, daemon
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.config import ServiceEndpoint
@@ -41,61 +43,10 @@ from agent.services.client import MealsClient
 T = 10.0
 
 
-class Wall:
-    """A wall clock that can be stepped (NTP, a GPS fix, the driver setting the time)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-class Mono:
-    """A fake CLOCK_BOOTTIME: `now` seconds since a fake boot."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def service(tmp_path):
     with ReferenceService(tmp_path / "service.db") as svc:
         yield svc
-
-
-def order(k: int, restaurant: str = "luigis") -> dict:
-    return {
-        "restaurant_id": restaurant,
-        "items": [{"name": "pepperoni pizza", "size": "large", "quantity": 1}],
-        "delivery_address": "12 Linden Road",
-        "expected_total": 89,
-        "note": f"order-{k}",
-    }
-
-
-def enqueue(store: OutboxStore, body: dict, **kw) -> object:
-    kw.setdefault("notify", NOTIFY_ANNOUNCE)
-    return store.enqueue(
-        service="meals",
-        action="order_meal",
-        method="POST",
-        path="/orders",
-        body=body,
-        summary="a large pepperoni pizza from Luigi's Pizzeria, 89 yuan",
-        **kw,
-    )
-
-
-async def until(predicate, limit_seconds: float = T, interval: float = 0.02) -> None:
-    async def wait() -> None:
-        while not predicate():
-            await asyncio.sleep(interval)
-
-    await asyncio.wait_for(wait(), limit_seconds)
 
 
 def notices_for(store: OutboxStore, entry_id: int) -> list[str]:
@@ -277,7 +228,7 @@ async def test_uncertain_commit_never_reports_failure_for_a_stored_order(service
 
 
 async def test_clock_step_back_does_not_delay_retry(service, tmp_path):
-    wall = Wall()
+    wall = SteppedClock(time.time)
     async with Dispatching(service, tmp_path, store_kwargs={"clock": wall}) as run:
         await asyncio.wait_for(run.monitor.wait_online("meals", T), T + 1)
         service.go_down()
@@ -290,7 +241,7 @@ async def test_clock_step_back_does_not_delay_retry(service, tmp_path):
 
 
 async def test_clock_step_forward_does_not_expire_queued_order(service, tmp_path):
-    wall = Wall()
+    wall = SteppedClock(time.time)
     service.go_down()
     async with Dispatching(service, tmp_path, store_kwargs={"clock": wall}) as run:
         await until(lambda: run.monitor.state("meals").online is False)
@@ -306,7 +257,7 @@ async def test_clock_step_forward_does_not_expire_queued_order(service, tmp_path
 
 async def test_car_clock_a_day_behind_does_not_expire_orders_at_the_service(service, tmp_path):
     """The whole car's wall clock is a day behind the service's: Not-After is sent on the service's clock."""
-    wall = Wall()
+    wall = SteppedClock(time.time)
     wall.offset = -86_400.0
     client = MealsClient("meals", ServiceEndpoint(base_url=service.url, timeout_seconds=1.0), wall_clock=wall)
     async with Dispatching(service, tmp_path, store_kwargs={"clock": wall}, clients={"meals": client}) as run:
@@ -320,7 +271,7 @@ async def test_car_clock_a_day_behind_does_not_expire_orders_at_the_service(serv
 
 def test_expiry_is_honest_across_restarts_and_reboots(tmp_path):
     path = tmp_path / "o.db"
-    wall, mono = Wall(), Mono(1000.0)
+    wall, mono = SteppedClock(time.time), Clock(1000.0)
     store = OutboxStore(path, clock=wall, monotonic=mono, boot_id=lambda: "boot-1")
     e = enqueue(store, order(4), expiry_seconds=600)
     store.close()
@@ -335,14 +286,14 @@ def test_expiry_is_honest_across_restarts_and_reboots(tmp_path):
 
     # A reboot (a new boot id, the boot clock from zero): the downtime is what the wall clock says passed.
     wall.offset += 200
-    store = OutboxStore(path, clock=wall, monotonic=Mono(5.0), boot_id=lambda: "boot-2")
+    store = OutboxStore(path, clock=wall, monotonic=Clock(5.0), boot_id=lambda: "boot-2")
     assert store.get(e.id).expires_at - store.now() == pytest.approx(100, abs=1)
     store.close()
 
     # Another reboot with the wall clock behind the last checkpoint: the downtime is unknown, counted as none,
     # and the outbox clock never runs backwards.
     wall.offset -= 3600
-    store = OutboxStore(path, clock=wall, monotonic=Mono(3.0), boot_id=lambda: "boot-3")
+    store = OutboxStore(path, clock=wall, monotonic=Clock(3.0), boot_id=lambda: "boot-3")
     remaining = store.get(e.id).expires_at - store.now()
     assert 0 < remaining <= 100.5
     store.close()

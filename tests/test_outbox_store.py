@@ -5,19 +5,12 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from helpers.clock import Clock
 
 from agent.outbox.entries import CANCELLED, DELIVERED, EXPIRED, FAILED, IN_FLIGHT, NOTIFY_ANNOUNCE, PENDING
 from agent.outbox.errors import OutboxError
 from agent.outbox.messages import age_phrase
 from agent.outbox.store import OutboxStore
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _entry(store: OutboxStore, service: str = "meals", **kw):
@@ -114,7 +107,8 @@ def test_cancel_only_what_never_left_the_car(tmp_path):
 
 
 def test_retry_failed_or_expired_with_the_same_key(tmp_path):
-    clock = Clock()  # time passing is the outbox clock moving (agent/outbox/clock.py), not the wall clock
+    # Time passing is the outbox clock moving (agent/outbox/clock.py), not the wall clock.
+    clock = Clock(1_000_000.0)
     store = OutboxStore(tmp_path / "o.db", monotonic=clock)
     e = _entry(store, expiry_seconds=60)
     with pytest.raises(OutboxError):
@@ -126,7 +120,7 @@ def test_retry_failed_or_expired_with_the_same_key(tmp_path):
 
 
 def test_last_status_and_its_age(tmp_path):
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = OutboxStore(tmp_path / "o.db", monotonic=clock)
     assert store.last_status("meals", "order:M1") is None
     store.save_status("meals", "order:M1", {"status": "preparing"})

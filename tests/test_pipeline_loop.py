@@ -4,6 +4,7 @@ silence, unusable transcripts, barge-in, follow-up, announcements, health beats,
 The fake assistant subclasses the real Assistant (it only replaces the model call) so the pipeline sees the same
 interface; it counts calls, which is how "no model call" is proven. Fake recognizers subclass nothing heavy:
 they follow the Recognizer protocol and return a scripted text, so these tests need no models and run fast.
+All of them, and the steps that serve a request, are in tests/helpers/pipeline.py.
 """
 
 from __future__ import annotations
@@ -15,233 +16,29 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.pipeline import (
+    RATE,
+    FakeAssistant,
+    FakeRecognizer,
+    ScriptedMic,
+    collect,
+    first_turn,
+    make_pipeline,
+    run_until,
+    serve_one,
+    silence,
+    stop,
+    voiced,
+)
 
 from agent.asr.base import Transcript
 from agent.audio.chunk import AudioChunk
 from agent.audio.sinks import WavSink
-from agent.audio.vad import Endpointer
 from agent.core.config import Config, VadConfig, WakeConfig
-from agent.core.events import EventBus, TurnTrace, now_ms
-from agent.loop.pipeline import State, VoicePipeline
+from agent.core.events import EventBus, now_ms
+from agent.loop.pipeline import State
 from agent.plugins.loader import ToolRegistry
 from agent.understanding.engine import Assistant
-from agent.understanding.record import ToolCallRecord, TurnResult
-from agent.wake.detector import WakeDetector
-
-RATE = 16000
-BLOCK = RATE * 30 // 1000
-
-
-class FakeAssistant(Assistant):
-    """The real Assistant with the model replaced by a script: replies stream word by word, slowly if asked."""
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        reply: str = "Temperature set to 21 degrees. Anything else?",
-        token_delay_s: float = 0.0,
-        awaiting: bool = False,
-        events: EventBus | None = None,
-        replies: Sequence[str] = (),
-    ) -> None:
-        self.config = config
-        self.replies = list(replies)  # one per call, then `reply`
-        self.registry = ToolRegistry()
-        self.events = events or EventBus()
-        self.reply = reply
-        self.token_delay_s = token_delay_s
-        self.awaiting = awaiting
-        self.calls: list[str] = []
-        self.cancelled = 0
-        self.history, self.pending = [], None
-
-    async def turn(self, text: str, *, on_text: Any = None, trace: TurnTrace | None = None) -> TurnResult:
-        self.calls.append(text)
-        trace = trace if trace is not None else TurnTrace()
-        reply = self.replies.pop(0) if self.replies else self.reply
-        try:
-            words = reply.split(" ")
-            for i, word in enumerate(words):
-                await asyncio.sleep(self.token_delay_s)
-                trace.mark("first_token")
-                if on_text is not None:
-                    on_text(word + (" " if i < len(words) - 1 else ""))
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        trace.mark("tool_done")
-        return TurnResult(
-            "t" + str(len(self.calls)),
-            text,
-            "en",
-            [ToolCallRecord("set_climate", {"temperature_c": 21}, {"ok": True})],
-            reply,
-            trace.since(),
-            awaiting_confirmation=self.awaiting,
-        )
-
-    async def close(self) -> None:
-        pass
-
-
-class FakeRecognizer:
-    """Recognizer protocol; returns `texts` in order (one per utterance), after consuming the audio."""
-
-    name = "fake-asr"
-    sample_rate_hz = 16000
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.texts = list(texts)
-        self.vocabulary: list[str] = []
-        self.utterance_ms: list[float] = []
-
-    def set_vocabulary(self, words: Sequence[str]) -> None:
-        self.vocabulary = list(words)
-
-    async def transcribe(self, chunks: AsyncIterable[AudioChunk]) -> AsyncIterator[Transcript]:
-        total = 0.0
-        async for chunk in chunks:
-            total += chunk.duration_ms
-        self.utterance_ms.append(total)
-        yield Transcript(self.texts.pop(0) if self.texts else "", is_final=True)
-
-    async def aclose(self) -> None:
-        pass
-
-
-class ToneTts:
-    """Synthesizer protocol: 0.5 s of tone per sentence, 22050 Hz, in 100 ms chunks (no model)."""
-
-    name = "tone"
-    sample_rate_hz = 22050
-    language = "en"
-
-    def __init__(self) -> None:
-        self.spoken: list[str] = []
-
-    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
-        self.spoken.append(text)
-        t = np.arange(self.sample_rate_hz // 2) / self.sample_rate_hz
-        pcm = (3000 * np.sin(2 * np.pi * 300 * t)).astype("<i2").tobytes()
-        step = self.sample_rate_hz // 10 * 2
-        for i in range(0, len(pcm), step):
-            await asyncio.sleep(0)
-            yield AudioChunk(pcm[i : i + step], rate=self.sample_rate_hz)
-
-    async def aclose(self) -> None:
-        pass
-
-
-def voiced(seconds: float, seed: int = 0) -> np.ndarray:
-    """Speech-like sound webrtcvad calls voiced: a harmonic buzz with a syllable rhythm (Silero, rightly, does not:
-    these tests use webrtcvad)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / RATE
-    x = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = 0.6 + 0.4 * np.abs(np.sin(2 * np.pi * 3 * t))
-    return (6000 * x * envelope / 3 + rng.normal(0, 50, len(t))).astype(np.int16)
-
-
-class ScriptedMic:
-    """An audio source: a list of int16 arrays, paced at `speed` x real time, then silence until `close()`."""
-
-    def __init__(self, *parts: np.ndarray, speed: float = 4.0, tail_seconds: float = 6.0) -> None:
-        self.audio = np.concatenate([*parts, np.zeros(int(tail_seconds * RATE), np.int16)])
-        self.speed = speed
-        self.position_s = 0.0
-        self.inserts: list[np.ndarray] = []
-
-    def insert(self, audio: np.ndarray) -> None:
-        """Speak this next (the driver reacting to the car)."""
-        self.inserts.append(audio)
-
-    async def stream(self) -> AsyncIterator[AudioChunk]:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        sent = 0
-        pos = 0
-        pending = np.zeros(0, np.int16)
-        while pos < len(self.audio) or len(pending):
-            if self.inserts:
-                pending = np.concatenate([pending, *self.inserts])
-                self.inserts.clear()
-            if len(pending):
-                block, pending = pending[:BLOCK], pending[BLOCK:]
-            else:
-                block, pos = self.audio[pos : pos + BLOCK], pos + BLOCK
-            delay = start + sent / RATE / self.speed - loop.time()
-            await asyncio.sleep(max(0.0, delay))
-            sent += len(block)
-            self.position_s = sent / RATE
-            yield AudioChunk(block.astype("<i2").tobytes(), RATE, timestamp_ms=now_ms())
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * RATE), np.int16)
-
-
-def make_pipeline(
-    tmp_path: Path,
-    mic: Any,
-    *,
-    texts: Sequence[str] = ("set the temperature to 21",),
-    assistant: FakeAssistant | None = None,
-    wake: WakeConfig | None = None,
-    vad: VadConfig | None = None,
-    sink: Any = None,
-    **kwargs: Any,
-) -> VoicePipeline:
-    config = Config.model_validate(
-        {
-            "wake": (wake or WakeConfig(engine="none", follow_up_seconds=0)).model_dump(),
-            "vad": (vad or VadConfig(engine="webrtcvad", silence_ms=300, no_speech_timeout_seconds=1.5)).model_dump(),
-        }
-    )
-    assistant = assistant or FakeAssistant(config)
-    return VoicePipeline(
-        config,
-        assistant,
-        mic,
-        sink or WavSink(tmp_path / "out"),
-        detector=WakeDetector(None, config.wake),
-        endpointer=Endpointer(config.vad),
-        recognizer=FakeRecognizer(texts),
-        tts=ToneTts(),
-        **kwargs,
-    )
-
-
-async def run_until(pipeline: VoicePipeline, predicate: Any, timeout_s: float = 20.0) -> asyncio.Task[None]:
-    task = asyncio.create_task(pipeline.run())
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                if task.done():
-                    break
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        task.cancel()
-        raise
-    return task
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.wait({task}, timeout=5)
-
-
-def collect(bus: EventBus) -> tuple[list[Any], asyncio.Task[None]]:
-    seen: list[Any] = []
-
-    async def read() -> None:
-        async for event in bus.subscribe():
-            seen.append(event)
-
-    return seen, asyncio.create_task(read())
-
 
 # ---------------------------------------------------------------------------------------------------- tests
 
@@ -252,13 +49,7 @@ async def test_push_to_talk_serves_a_request_with_states_and_latency(tmp_path: P
     seen, reader = collect(pipeline.events)
     beats: list[float] = []
     pipeline.health_beat = lambda: beats.append(now_ms())
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
-    await stop(task)
+    await serve_one(pipeline)
     reader.cancel()
     record = pipeline.records[-1]
     assert record.outcome == "replied" and record.trigger == "push-to-talk"
@@ -280,13 +71,7 @@ async def test_push_to_talk_serves_a_request_with_states_and_latency(tmp_path: P
 async def test_wake_then_no_speech_gives_up_quietly(tmp_path: Path) -> None:
     mic = ScriptedMic(silence(0.3), silence(3.0))
     pipeline = make_pipeline(tmp_path, mic)
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
-    await stop(task)
+    await serve_one(pipeline)
     record = pipeline.records[-1]
     assert record.outcome == "no-speech" and record.end_reason == "no-speech"
     assert pipeline.assistant.calls == [] and pipeline.tts.spoken == []
@@ -298,13 +83,7 @@ async def test_wake_then_no_speech_gives_up_quietly(tmp_path: Path) -> None:
 async def test_unusable_transcript_says_not_caught_without_a_model_call(tmp_path: Path, heard: str) -> None:
     mic = ScriptedMic(silence(0.3), voiced(1.0), silence(1.0))
     pipeline = make_pipeline(tmp_path, mic, texts=[heard])
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
-    await stop(task)
+    await serve_one(pipeline)
     assert pipeline.records[-1].outcome == "not-caught"
     assert pipeline.assistant.calls == []
     assert pipeline.tts.spoken == ["Sorry, I didn't catch that."]
@@ -313,13 +92,7 @@ async def test_unusable_transcript_says_not_caught_without_a_model_call(tmp_path
 async def test_wake_phrase_is_stripped_from_the_request(tmp_path: Path) -> None:
     mic = ScriptedMic(silence(0.3), voiced(1.0), silence(1.0))
     pipeline = make_pipeline(tmp_path, mic, texts=["Hey cabin, play some jazz."])
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
-    await stop(task)
+    await serve_one(pipeline)
     assert pipeline.assistant.calls == ["play some jazz."]
 
 
@@ -367,12 +140,7 @@ async def test_follow_up_window_takes_the_answer_without_a_wake(tmp_path: Path) 
     mic = ScriptedMic(silence(0.3), voiced(1.0), silence(1.0), tail_seconds=10)
     pipeline = make_pipeline(tmp_path, mic, texts=["order a pizza", "yes"], wake=config_wake)
     pipeline.assistant.awaiting = True
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
+    task = await first_turn(pipeline)
     assert pipeline.detector.in_follow_up
     mic.insert(np.concatenate([silence(0.3), voiced(0.8, seed=5), silence(0.8)]))
     async with asyncio.timeout(20):
@@ -427,12 +195,7 @@ async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_r
     pipeline = make_pipeline(
         tmp_path, mic, texts=["order a pizza", "Hey cabin.", "play some jazz"], wake=config_wake
     )
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
+    task = await first_turn(pipeline)
     # "Hey cabin" … pause longer than silence_ms … "play some jazz"
     mic.insert(
         np.concatenate([silence(0.3), voiced(0.6, seed=5), silence(0.5), voiced(1.0, seed=6), silence(0.8)])
@@ -449,7 +212,7 @@ async def test_wake_phrase_heard_in_the_follow_up_window_listens_again_for_the_r
 async def test_a_purchase_asked_over_the_control_socket_is_confirmed_like_a_spoken_one(tmp_path: Path) -> None:
     """`cabin-agent ask` / the socket's `say` goes through the same turn engine: the price is asked, a refusal
     orders nothing, and only a clear yes places the order."""
-    from fakes import FakeModel, OfflineMealsPlugin
+    from helpers.fakes import FakeModel, OfflineMealsPlugin
 
     config = Config(outbox={"path": tmp_path / "outbox.sqlite3"}, wake={"engine": "none"})
     meals = OfflineMealsPlugin(config)
@@ -500,13 +263,7 @@ async def serve_one_request(tmp_path: Path, recognizer: PausingRecognizer, *part
     vad = VadConfig(engine="webrtcvad", pause_ms=250, silence_ms=1500, no_speech_timeout_seconds=1.5)
     pipeline = make_pipeline(tmp_path, ScriptedMic(*parts), vad=vad)
     pipeline.recognizer = recognizer
-    task = await run_until(pipeline, lambda: True)
-    await asyncio.sleep(0.05)
-    pipeline.push_to_talk()
-    async with asyncio.timeout(20):
-        while not pipeline.records:
-            await asyncio.sleep(0.02)
-    await stop(task)
+    await serve_one(pipeline)
     return pipeline
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from helpers.real import require
 
 from agent.core.config import Config
 from agent.models.engines import effective_engine, resolved_config

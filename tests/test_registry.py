@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import Recorder
+from helpers.fakes import Recorder
 from jsonschema import Draft202012Validator
 from structlog.testing import capture_logs
 

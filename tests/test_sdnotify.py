@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.notify import NotifySocket, notify_address
 
 from agent.app import sdnotify
 from agent.app.sdnotify import Notifier, watchdog_interval_s
 
 
-class NotifySocket:
-    """What systemd listens on: a datagram socket; `messages()` returns each datagram as {key: value}."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
-        self.sock.settimeout(2.0)
-
-    def receive(self) -> dict[str, str]:
-        data = self.sock.recv(4096).decode()
-        return dict(line.split("=", 1) for line in data.split("\n"))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture(params=["path", "abstract"])
 def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
-    address = str(tmp_path / "notify") if request.param == "path" else f"@cabin-agent-test-{uuid.uuid4().hex}"
-    listener = NotifySocket(address)
+    listener = NotifySocket(notify_address(tmp_path, request.param))
     yield listener
     listener.close()
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from helpers.notify import NotifySocket, notify_address
 
 HERE = Path(__file__).resolve()
+TESTS = HERE.parent  # the root of the tests, where `helpers` lives
 
 
 # ---------------------------------------------------------------------------------------------- the harness
@@ -124,48 +124,6 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------------- the tests
 
 
-class Systemd:
-    """The manager's side: a notify socket collecting datagrams with their arrival time."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(b"\0" + address[1:].encode() if address.startswith("@") else address)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-
-    def collect(self, seconds: float) -> list[dict[str, str]]:
-        """Everything that arrives within `seconds`."""
-        end = time.monotonic() + seconds
-        got = []
-        while (left := end - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
-            message = dict(line.split("=", 1) for line in data.split("\n"))
-            self.messages.append((time.monotonic(), message))
-            got.append(message)
-        return got
-
-    def wait_for(self, key: str, timeout_s: float) -> dict[str, str]:
-        end = time.monotonic() + timeout_s
-        while (left := end - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
-            message = dict(line.split("=", 1) for line in data.split("\n"))
-            self.messages.append((time.monotonic(), message))
-            if key in message:
-                return message
-        raise AssertionError(f"no {key} within {timeout_s}s; got {[m for _, m in self.messages]}")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def start_harness(
     tmp_path: Path, notify: str, config_text: str | None = None, **env: str
 ) -> subprocess.Popen:
@@ -179,6 +137,8 @@ def start_harness(
         "WATCHDOG_USEC": "1000000",  # 1 s: a check every 0.25 s
         "CABIN_AGENT_CONFIG": str(config),
         "HARNESS_WARMUP_S": "0.5",
+        # Run as a script, this file still imports the shared test helpers.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
         **env,
     }
     return subprocess.Popen(
@@ -194,8 +154,7 @@ def control(path: Path, cmd: str, **args: object) -> object:
 
 @pytest.fixture(params=["path", "abstract"])
 def systemd(request: pytest.FixtureRequest, tmp_path: Path):
-    address = str(tmp_path / "notify") if request.param == "path" else f"@cabin-agent-test-{uuid.uuid4().hex}"
-    manager = Systemd(address)
+    manager = NotifySocket(notify_address(tmp_path, request.param))  # the manager's side
     yield manager
     manager.close()
 
@@ -206,15 +165,15 @@ def stop(proc: subprocess.Popen) -> None:
     proc.communicate(timeout=10)
 
 
-def test_ready_after_warm_up_then_watchdog_pings_while_healthy(tmp_path: Path, systemd: Systemd) -> None:
+def test_ready_after_warm_up_then_watchdog_pings_while_healthy(tmp_path: Path, systemd: NotifySocket) -> None:
     started = time.monotonic()
     proc = start_harness(tmp_path, systemd.address)
     try:
-        assert systemd.wait_for("STATUS", 10)["STATUS"] == "loading models"
-        ready = systemd.wait_for("READY", 15)
+        assert systemd.next_with("STATUS", 10)["STATUS"] == "loading models"
+        ready = systemd.next_with("READY", 15)
         assert time.monotonic() - started >= 0.5  # not before the warm-up
         assert ready == {"READY": "1", "STATUS": "listening"}
-        assert not any("WATCHDOG" in m for _, m in systemd.messages)  # no pings before READY
+        assert not any("WATCHDOG" in m for m in systemd.read())  # no pings before READY
         assert (tmp_path / "c.sock").exists()  # the control socket is up by READY
         pings = [m for m in systemd.collect(1.5) if m.get("WATCHDOG") == "1"]
         assert len(pings) >= 4  # every 0.25 s against WatchdogSec=1s
@@ -225,13 +184,13 @@ def test_ready_after_warm_up_then_watchdog_pings_while_healthy(tmp_path: Path, s
         stop(proc)
 
 
-def test_no_pings_while_the_audio_loop_is_stalled(tmp_path: Path, systemd: Systemd) -> None:
+def test_no_pings_while_the_audio_loop_is_stalled(tmp_path: Path, systemd: NotifySocket) -> None:
     proc = start_harness(tmp_path, systemd.address)
     try:
-        systemd.wait_for("READY", 15)
+        systemd.next_with("READY", 15)
         assert any(m.get("WATCHDOG") == "1" for m in systemd.collect(0.6))
         assert control(tmp_path / "c.sock", "test.stall") == "stalled"
-        unhealthy = systemd.wait_for("STATUS", 3)
+        unhealthy = systemd.next_with("STATUS", 3)
         assert unhealthy["STATUS"].startswith("unhealthy: audio: no progress for")
         # WatchdogSec=1s passes twice over without a ping: systemd would kill and restart the service.
         silence = systemd.collect(2.0)
@@ -243,10 +202,10 @@ def test_no_pings_while_the_audio_loop_is_stalled(tmp_path: Path, systemd: Syste
         stop(proc)
 
 
-def test_no_pings_while_the_event_loop_is_blocked(tmp_path: Path, systemd: Systemd) -> None:
+def test_no_pings_while_the_event_loop_is_blocked(tmp_path: Path, systemd: NotifySocket) -> None:
     proc = start_harness(tmp_path, systemd.address, HARNESS_MAX_LAG_S="0.5")
     try:
-        systemd.wait_for("READY", 15)
+        systemd.next_with("READY", 15)
         assert any(m.get("WATCHDOG") == "1" for m in systemd.collect(0.5))
         assert control(tmp_path / "c.sock", "test.block", seconds=1.5) == "blocked"
         # After the block the loop runs again, but the lag it suffered keeps the verdict "unhealthy" for the
@@ -261,12 +220,12 @@ def test_no_pings_while_the_event_loop_is_blocked(tmp_path: Path, systemd: Syste
         stop(proc)
 
 
-def test_sigterm_sends_stopping_and_exits_0(tmp_path: Path, systemd: Systemd) -> None:
+def test_sigterm_sends_stopping_and_exits_0(tmp_path: Path, systemd: NotifySocket) -> None:
     proc = start_harness(tmp_path, systemd.address)
     try:
-        systemd.wait_for("READY", 15)
+        systemd.next_with("READY", 15)
         proc.send_signal(signal.SIGTERM)
-        assert systemd.wait_for("STOPPING", 5)["STOPPING"] == "1"
+        assert systemd.next_with("STOPPING", 5)["STOPPING"] == "1"
         assert proc.wait(timeout=10) == 0
         assert not (tmp_path / "c.sock").exists()  # the socket is cleaned up
     finally:
@@ -282,7 +241,7 @@ def test_sigterm_sends_stopping_and_exits_0(tmp_path: Path, systemd: Systemd) ->
     ],
 )
 def test_bad_config_exits_78_without_ready(
-    tmp_path: Path, systemd: Systemd, config_text: str, key: str
+    tmp_path: Path, systemd: NotifySocket, config_text: str, key: str
 ) -> None:
     proc = start_harness(tmp_path, systemd.address, config_text=config_text)
     _, err = proc.communicate(timeout=30)

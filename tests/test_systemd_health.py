@@ -8,21 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.clock import Clock
 
 from agent.app.health import EVENT_LOOP, Health, Watchdog
 from agent.app.sdnotify import Notifier
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_components_must_beat_within_their_deadline() -> None:
-    clock = FakeClock()
+    clock = Clock()
     health = Health(clock=clock)
     health.expect("audio", deadline_s=2.0)
     assert health.healthy() == (True, [])  # a full deadline before the first beat
@@ -39,7 +32,7 @@ def test_components_must_beat_within_their_deadline() -> None:
 
 
 def test_unexpected_beats_never_make_us_unhealthy() -> None:
-    clock = FakeClock()
+    clock = Clock()
     health = Health(clock=clock)
     health.beat("wake")
     clock.now += 100
@@ -48,7 +41,7 @@ def test_unexpected_beats_never_make_us_unhealthy() -> None:
 
 
 def test_watching_expects_only_inside_the_block() -> None:
-    clock = FakeClock()
+    clock = Clock()
     health = Health(clock=clock)
     with health.watching("llm", deadline_s=1.0):
         clock.now += 2
@@ -57,7 +50,7 @@ def test_watching_expects_only_inside_the_block() -> None:
 
 
 def test_loop_lag_over_the_bound_is_unhealthy_for_a_window() -> None:
-    clock = FakeClock()
+    clock = Clock()
     health = Health(max_loop_lag_s=0.5, lag_window_s=10.0, clock=clock)
     health.record_loop_lag(0.01)
     assert health.healthy()[0]
@@ -107,7 +100,7 @@ class Listener:
 
 def test_watchdog_pings_only_while_healthy_and_says_why(tmp_path: Path) -> None:
     listener = Listener(tmp_path / "notify")
-    clock = FakeClock()
+    clock = Clock()
     health = Health(clock=clock)
     notifier = Notifier(str(tmp_path / "notify"))
     notifier.status("listening")

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import require
+from helpers.real import require
 
 REPO = Path(__file__).resolve().parents[1]
 SECCOMP_PATH = "/usr/lib/python3/dist-packages"  # Debian's python3-seccomp, same CPython ABI (3.11)

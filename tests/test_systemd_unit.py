@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require
+from helpers.real import require
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "cabin-agent.service"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import store_model
+from helpers.real import store_model
 
 from agent.audio.chunk import AudioChunk
 from agent.tts.base import Synthesizer, TtsError

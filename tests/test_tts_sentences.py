@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from helpers.audio import collect
 
 from agent.audio.chunk import AudioChunk
 from agent.tts.sentences import MAX_SENTENCE_CHARS, sentences, speak_stream, split_complete
@@ -19,11 +20,7 @@ async def deltas_of(*parts: str, delay: float = 0.0) -> AsyncIterator[str]:
 
 
 async def all_sentences(*parts: str) -> list[str]:
-    return await asyncio.wait_for(_collect(sentences(deltas_of(*parts))), 5)
-
-
-async def _collect(stream):  # type: ignore[no-untyped-def]
-    return [x async for x in stream]
+    return await asyncio.wait_for(collect(sentences(deltas_of(*parts))), 5)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +108,7 @@ async def test_speak_stream_speaks_the_first_sentence_while_the_reply_streams() 
     first = await asyncio.wait_for(anext(stream), 5)
     assert first.samples == 1600
     assert not writing_done.is_set()
-    rest = await asyncio.wait_for(_collect(stream), 5)
+    rest = await asyncio.wait_for(collect(stream), 5)
     assert len(rest) == 2
     assert tts.spoken == ["Sure.", "Setting it to 21 degrees.", "Anything else?"]
 
@@ -127,7 +124,7 @@ async def test_speak_stream_keeps_reading_the_reply_while_synthesising() -> None
             yield part
 
     started = loop.time()
-    await asyncio.wait_for(_collect(speak_stream(llm(), tts)), 5)
+    await asyncio.wait_for(collect(speak_stream(llm(), tts)), 5)
     # The whole reply was consumed long before the (slow) synthesis of the second sentence finished.
     assert received[-1] - started < 0.2
 
@@ -162,4 +159,4 @@ async def test_speak_stream_surfaces_a_failing_reply() -> None:
         raise RuntimeError("model crashed")
 
     with pytest.raises(RuntimeError, match="model crashed"):
-        await asyncio.wait_for(_collect(speak_stream(broken_llm(), FakeTts())), 5)
+        await asyncio.wait_for(collect(speak_stream(broken_llm(), FakeTts())), 5)

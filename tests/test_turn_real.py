@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
+from helpers.real import require
 
 from agent.core.config import Config
 from agent.core.errors import ModelError

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes import BrokenModel, FakeModel, OfflineMealsPlugin, Raw, RecordingVehicle
+from helpers.clock import Clock
+from helpers.fakes import BrokenModel, FakeModel, OfflineMealsPlugin, Raw, RecordingVehicle
 
 from agent.core.config import Config
 from agent.core.errors import LlmError
@@ -97,14 +98,6 @@ def registry(config: Config, vehicle: RecordingVehicle, meals: OfflineMealsPlugi
 @pytest.fixture
 def model() -> FakeModel:
     return FakeModel(SCRIPT)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

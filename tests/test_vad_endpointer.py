@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
-from conftest import require
+from helpers.audio import espeak_samples
+from helpers.real import require
 
 from agent.audio.chunk import AudioChunk
 from agent.audio.vad import Endpointer, EndReason, EnergyVad, SileroVad, WebRtcVad, create_vad, segments
@@ -20,22 +19,9 @@ from agent.devtools.road_noise import mix_at_snr, noise_int16, road_noise
 RATE = 16000
 
 
-def espeak(text: str, speed: int = 160) -> np.ndarray:
-    require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed")
-    wav = subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-s", str(speed), "--stdout", text],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    # 22050 Hz 16-bit mono after a 44-byte header.
-    chunk = AudioChunk(wav[44:], rate=22050).to_format(RATE, 1)
-    return np.frombuffer(chunk.pcm, dtype="<i2").copy()
-
-
 @pytest.fixture(scope="module")
 def request_speech() -> np.ndarray:
-    return espeak("set the temperature to twenty one degrees")
+    return espeak_samples("set the temperature to twenty one degrees")
 
 
 async def chunks_of(audio: np.ndarray, block_ms: int = 30) -> AsyncIterator[AudioChunk]:

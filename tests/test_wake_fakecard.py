@@ -3,16 +3,11 @@ ALSA card, MicSource captures it through PortAudio, WakeDetector + pocketsphinx 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
-from test_wake_engines import piper_hey_cabin, testset  # noqa: F401 - session fixtures
+from helpers.fakecard import last_json, run_on_card
 
 from agent.devtools.fakecard import FakeCard
 from agent.devtools.road_noise import mix_at_snr, road_noise
@@ -21,8 +16,7 @@ pytestmark = pytest.mark.slow
 RATE = 16000
 
 
-def test_wake_fires_on_hey_cabin_through_the_fake_card(tmp_path: Path, piper_hey_cabin: list) -> None:  # noqa: F811
-    require(Path("/usr/lib/x86_64-linux-gnu/libportaudio.so.2").exists(), "libportaudio2 is not installed")
+def test_wake_fires_on_hey_cabin_through_the_fake_card(tmp_path: Path, piper_hey_cabin: list) -> None:
     phrase = piper_hey_cabin[1]
     lead = np.zeros(int(1.5 * RATE), np.int16)
     clip = np.concatenate([lead, phrase, np.zeros(RATE, np.int16)])
@@ -55,15 +49,7 @@ def test_wake_fires_on_hey_cabin_through_the_fake_card(tmp_path: Path, piper_hey
                               "rtf": detector.stats.real_time_factor, "lag_ms": detector.stats.max_lag_ms}))
         asyncio.run(main())
     """
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=card.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    info = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    info = last_json(run_on_card(card, code, timeout=120))
     assert info["engine"] == "pocketsphinx"
     # Paced capture: the wake comes right after the phrase ends in real time.
     assert phrase_end_s - 0.3 <= info["at"] <= phrase_end_s + 1.0

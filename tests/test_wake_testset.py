@@ -8,13 +8,12 @@ bench/results/wake.json.
 from __future__ import annotations
 
 import pytest
-from conftest import store_model
-from test_wake_engines import piper_hey_cabin, testset  # noqa: F401 - session fixtures
+from helpers.real import store_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
-def test_small_subset_detection_and_false_accepts(testset, piper_hey_cabin) -> None:  # noqa: F811
+def test_small_subset_detection_and_false_accepts(testset, piper_hey_cabin) -> None:
     from agent.wake.pocketsphinx import VERIFIED_KWS_THRESHOLD
 
     store_model("whisper-tiny.en")

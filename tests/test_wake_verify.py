@@ -7,8 +7,9 @@ import asyncio
 
 import numpy as np
 import pytest
-from conftest import store_model
-from test_wake_engines import chunks, in_cabin, piper_hey_cabin, testset  # noqa: F401 - session fixtures
+from helpers.audio import aiter_of
+from helpers.real import store_model
+from helpers.wake import chunks, in_cabin
 
 from agent.core.config import WakeConfig, validate
 from agent.wake.base import WakeEngine
@@ -47,7 +48,7 @@ def verifier():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.model
-def test_whisper_confirms_the_phrase_and_rejects_a_confusable(verifier, testset, piper_hey_cabin) -> None:  # noqa: F811
+def test_whisper_confirms_the_phrase_and_rejects_a_confusable(verifier, testset, piper_hey_cabin) -> None:
     verdict = verifier.verify(in_cabin(piper_hey_cabin[1]))
     assert verdict.accepted, verdict
     piper = testset.Piper(testset.default_cache_dir())
@@ -72,7 +73,7 @@ def test_factory_builds_the_two_stage_engine_for_english() -> None:
 
 
 @pytest.mark.model
-async def test_detector_verifies_off_the_event_loop(verifier, piper_hey_cabin) -> None:  # noqa: F811
+async def test_detector_verifies_off_the_event_loop(verifier, piper_hey_cabin) -> None:
     from agent.wake.detector import WakeDetector
     from agent.wake.pocketsphinx import VERIFIED_KWS_THRESHOLD, PocketsphinxWake
     from agent.wake.verify import VerifiedWake
@@ -96,7 +97,7 @@ async def test_detector_verifies_off_the_event_loop(verifier, piper_hey_cabin) -
     audio = np.concatenate([in_cabin(piper_hey_cabin[1]), np.zeros(16000, np.int16)])
     task = asyncio.create_task(ticker())
     try:
-        found = [d async for d in detector.detections(_aiter(chunks(audio)))]
+        found = [d async for d in detector.detections(aiter_of(chunks(audio)))]
     finally:
         task.cancel()
         detector.close()
@@ -104,8 +105,3 @@ async def test_detector_verifies_off_the_event_loop(verifier, piper_hey_cabin) -
     assert engine.stats.candidates >= 1 and engine.stats.verify_seconds
     # Whisper took ~0.5 s on the worker thread; the loop never stalled for anything like that.
     assert max(gaps) < 0.25, max(gaps)
-
-
-async def _aiter(items):  # type: ignore[no-untyped-def]
-    for item in items:
-        yield item
