@@ -16,7 +16,7 @@ from helpers.real import require
 
 from agent.core.config import Config, load_config, validate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "scripts" / "install.sh"
 
 

@@ -75,7 +75,7 @@ def test_twelve_spoken_requests_in_a_row_in_road_noise_one_misheard(tmp_path: Pa
     log_path = tmp_path / f"daemon-{uuid.uuid4().hex[:6]}.log"
     log_file = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--input", f"raw:{fifo}", "--output",
-                             f"wav:{tmp_path / 'replies'}"], cwd=Path(__file__).resolve().parents[1], env=env,
+                             f"wav:{tmp_path / 'replies'}"], cwd=Path(__file__).resolve().parents[2], env=env,
                             stdout=log_file, stderr=subprocess.STDOUT)
     daemon = Daemon(proc, time.monotonic(), notify, tmp_path / "control.sock", log_path, tmp_path / "replies", env)
     daemon.cleanup += [notify.close, log_file.close]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.real import require
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECCOMP_PATH = "/usr/lib/python3/dist-packages"  # Debian's python3-seccomp, same CPython ABI (3.11)
 
 FILTER = textwrap.dedent(

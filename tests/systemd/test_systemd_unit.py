@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers.real import require
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "cabin-agent.service"
 JETSON = REPO / "systemd" / "cabin-agent.service.d" / "jetson.conf"
 MAX_EXPOSURE = 2.5

@@ -225,7 +225,7 @@ environs = st.dictionaries(env_names, st.text(max_size=60) | yaml_like, max_size
 
 PROPERTY = settings(
     deadline=timedelta(seconds=1),
-    # More for a longer fuzz run: CABIN_AGENT_FUZZ_EXAMPLES=5000 pytest tests/test_config_faults.py
+    # More for a longer fuzz run: CABIN_AGENT_FUZZ_EXAMPLES=5000 pytest tests/core/test_config_faults.py
     max_examples=int(os.environ.get("CABIN_AGENT_FUZZ_EXAMPLES", "150")),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

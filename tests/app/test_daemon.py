@@ -26,7 +26,7 @@ import pytest
 from helpers.daemon import LLM, RATE_HZ, READY_TIMEOUT_S, WATCHDOG_S, Daemon, Microphone, daemon_env
 from helpers.notify import NotifySocket, notify_address
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # ---------------------------------------------------------------------------------------------- helpers
 

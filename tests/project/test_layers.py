@@ -15,7 +15,7 @@ import pytest
 
 from agent.core.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "agent"
 
 

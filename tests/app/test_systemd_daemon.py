@@ -1,6 +1,6 @@
 """The service contract with systemd, proven on a harness process wired the way `cabin-agent run` must be.
 
-Run as a script (`python tests/test_systemd_daemon.py`), this file is that harness: config load (exit 78 on a
+Run as a script (`python tests/app/test_systemd_daemon.py`), this file is that harness: config load (exit 78 on a
 bad one), a warm-up, READY=1, a fake audio loop beating health per chunk from a capture thread, the watchdog,
 the control socket, and SIGTERM -> STOPPING=1 -> clean exit 0. `harness_main()` is the reference for the
 daemon's lifecycle (docs/deploy.md, "What `cabin-agent run` must do"); the tests drive it as systemd would,
@@ -22,7 +22,7 @@ import pytest
 from helpers.notify import NotifySocket, notify_address
 
 HERE = Path(__file__).resolve()
-TESTS = HERE.parent  # the root of the tests, where `helpers` lives
+TESTS = HERE.parents[1]  # the root of the tests, where `helpers` lives
 
 
 # ---------------------------------------------------------------------------------------------- the harness

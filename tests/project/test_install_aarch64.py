@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers.real import IN_CI
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "check_aarch64_wheels.py"
 
 
