@@ -227,7 +227,8 @@ async def stop(task: asyncio.Task[None]) -> None:
     await asyncio.wait({task}, timeout=5)
 
 
-def collect(bus: EventBus) -> tuple[list[Any], asyncio.Task[None]]:
+def watch_events(bus: EventBus) -> tuple[list[Any], asyncio.Task[None]]:
+    """Every event the bus publishes from now on, gathered by a task (the test cancels it)."""
     seen: list[Any] = []
 
     async def read() -> None:

@@ -21,7 +21,6 @@ from helpers.pipeline import (
     FakeAssistant,
     FakeRecognizer,
     ScriptedMic,
-    collect,
     first_turn,
     make_pipeline,
     run_until,
@@ -29,6 +28,7 @@ from helpers.pipeline import (
     silence,
     stop,
     voiced,
+    watch_events,
 )
 
 from agent.asr.base import Transcript
@@ -46,7 +46,7 @@ from agent.understanding.engine import Assistant
 async def test_push_to_talk_serves_a_request_with_states_and_latency(tmp_path: Path) -> None:
     mic = ScriptedMic(silence(0.5), voiced(1.5), silence(1.0))
     pipeline = make_pipeline(tmp_path, mic)
-    seen, reader = collect(pipeline.events)
+    seen, reader = watch_events(pipeline.events)
     beats: list[float] = []
     pipeline.health_beat = lambda: beats.append(now_ms())
     await serve_one(pipeline)
@@ -162,7 +162,7 @@ async def test_announcement_waits_for_idle_and_is_never_spoken_over_a_reply(tmp_
 
     mic = ScriptedMic(silence(0.1), voiced(1.0), silence(1.0), tail_seconds=8)
     pipeline = make_pipeline(tmp_path, mic, assistant=assistant, events=bus, announcements=outbox())
-    seen, reader = collect(bus)
+    seen, reader = watch_events(bus)
     task = await run_until(pipeline, lambda: True)
     await asyncio.sleep(0.02)
     pipeline.push_to_talk()

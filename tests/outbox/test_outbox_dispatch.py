@@ -7,24 +7,17 @@ import asyncio
 import collections
 from contextlib import asynccontextmanager
 
-import pytest
 from helpers.outbox import enqueue, order
 from helpers.waiting import until
 
 from agent.connectivity.monitor import ConnectivityMonitor
 from agent.core.events import EventBus
-from agent.devtools.reference_service import ReferenceService, loopback_config
+from agent.devtools.reference_service import loopback_config
 from agent.outbox.dispatcher import Dispatcher
 from agent.outbox.entries import DELIVERED, EXPIRED, FAILED, OPEN_STATES
 from agent.outbox.store import OutboxStore
 
 T = 10.0
-
-
-@pytest.fixture
-def service(tmp_path):
-    with ReferenceService(tmp_path / "service.db") as svc:
-        yield svc
 
 
 @asynccontextmanager

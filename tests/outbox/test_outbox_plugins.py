@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 from helpers.clock import SteppedClock
 from helpers.outbox import PIZZA, daemon
 from helpers.waiting import until
 
-from agent.devtools.reference_service import ReferenceService, loopback_config
+from agent.devtools.reference_service import loopback_config
 from agent.outbox.entries import CANCELLED, DELIVERED, OPEN_STATES
 from agent.outbox.store import OutboxStore
 from agent.plugins.base import ToolContext, ToolResult
@@ -20,12 +19,6 @@ from agent.plugins.deliveries import DeliveriesPlugin
 from agent.plugins.meals import MealsPlugin
 
 T = 10.0
-
-
-@pytest.fixture
-def service(tmp_path):
-    with ReferenceService(tmp_path / "service.db") as svc:
-        yield svc
 
 
 async def turn(plugin, config, tool: str, args: dict, answer: str = "yes", language: str = "en"):

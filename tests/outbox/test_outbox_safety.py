@@ -43,12 +43,6 @@ from agent.services.client import MealsClient
 T = 10.0
 
 
-@pytest.fixture
-def service(tmp_path):
-    with ReferenceService(tmp_path / "service.db") as svc:
-        yield svc
-
-
 def notices_for(store: OutboxStore, entry_id: int) -> list[str]:
     return [a.text for a in store.pending_announcements() if a.entry_id == entry_id]
 

@@ -24,12 +24,6 @@ T = 5.0  # seconds: every await in these tests has a timeout
 
 
 @pytest.fixture
-def service():
-    with ReferenceService() as svc:
-        yield svc
-
-
-@pytest.fixture
 async def client(service):
     c = MealsClient("meals", ServiceEndpoint(base_url=service.url, timeout_seconds=1.0))
     yield c

@@ -27,12 +27,6 @@ T = 5.0
 
 
 @pytest.fixture
-def service():
-    with ReferenceService() as svc:
-        yield svc
-
-
-@pytest.fixture
 def http(service):
     with httpx.Client(base_url=service.url, timeout=T, trust_env=False) as client:
         yield client
