@@ -1,8 +1,8 @@
 """The service contract with systemd, proven on a harness process wired the way `cabin-agent run` must be.
 
-Run as a script (`python tests/app/test_systemd_daemon.py`), this file is that harness: config load (exit 78 on a
-bad one), a warm-up, READY=1, a fake audio loop beating health per chunk from a capture thread, the watchdog,
-the control socket, and SIGTERM -> STOPPING=1 -> clean exit 0. `harness_main()` is the reference for the
+Run as a script (`python tests/app/test_systemd_daemon.py`), this file is that harness: config load (exit 78
+on a bad one), a warm-up, READY=1, a fake audio loop beating health per chunk from a capture thread, the
+watchdog, the control socket, and SIGTERM -> STOPPING=1 -> clean exit 0. `harness_main()` is the reference for the
 daemon's lifecycle (docs/deploy.md, "What `cabin-agent run` must do"); the tests drive it as systemd would,
 through a real NOTIFY_SOCKET.
 """

@@ -1,4 +1,4 @@
-"""The outbox tests' reference service: on its own SQLite file, so a test can restart it and keep its orders."""
+"""The outbox tests' reference service, on its own SQLite file: a restart keeps the orders it took."""
 
 from __future__ import annotations
 
