@@ -240,17 +240,20 @@ async def test_a_purchase_asked_over_the_control_socket_is_confirmed_like_a_spok
 
 
 class PausingRecognizer(FakeRecognizer):
-    """A final-only engine (like whisper) that can also transcribe the audio so far (`interim`)."""
+    """A final-only engine (like whisper) that can also transcribe the audio so far (`interim`): `heard` says
+    what it makes of the audio once that much of it (ms since listening began) has come in."""
 
-    def __init__(self, interim_texts: Sequence[str], texts: Sequence[str]) -> None:
+    def __init__(self, heard: Sequence[tuple[float, str]], texts: Sequence[str]) -> None:
         super().__init__(texts)
-        self.interim_texts = list(interim_texts)
-        self.interims = 0
+        self.heard = sorted(heard)
+        self.interims: list[tuple[float, str]] = []
         self.finals = 0
 
     async def interim(self, chunks: Sequence[AudioChunk]) -> Transcript:
-        self.interims += 1
-        return Transcript(self.interim_texts.pop(0) if self.interim_texts else "", is_final=False)
+        ms = sum(c.duration_ms for c in chunks)
+        text = next((t for at, t in reversed(self.heard) if ms >= at), "")
+        self.interims.append((ms, text))
+        return Transcript(text, is_final=False)
 
     async def transcribe(self, chunks: AsyncIterable[AudioChunk]) -> AsyncIterator[Transcript]:
         async for _ in chunks:
@@ -259,16 +262,32 @@ class PausingRecognizer(FakeRecognizer):
         yield Transcript(self.texts.pop(0) if self.texts else "", is_final=True)
 
 
-async def serve_one_request(tmp_path: Path, recognizer: PausingRecognizer, *parts: np.ndarray) -> Any:
+class PreparingAssistant(FakeAssistant):
+    """Records what the loop asks the model to read ahead of the turn."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.prepared: list[str] = []
+
+    async def prepare(self, heard: str = "") -> int:
+        self.prepared.append(heard)
+        return 0
+
+
+async def serve_one_request(tmp_path: Path, recognizer: PausingRecognizer, *parts: np.ndarray,
+                            partials_every_ms: int = 700) -> Any:
     vad = VadConfig(engine="webrtcvad", pause_ms=250, silence_ms=1500, no_speech_timeout_seconds=1.5)
     pipeline = make_pipeline(tmp_path, ScriptedMic(*parts), vad=vad)
+    asr = pipeline.config.asr.model_copy(update={"partials_every_ms": partials_every_ms})
+    pipeline.config = pipeline.config.model_copy(update={"asr": asr})
+    pipeline.assistant = PreparingAssistant(pipeline.config)
     pipeline.recognizer = recognizer
     await serve_one(pipeline)
     return pipeline
 
 
 async def test_a_whole_request_ends_at_the_short_pause_with_its_transcript_made(tmp_path: Path) -> None:
-    recognizer = PausingRecognizer(["set the temperature to 21"], ["(never asked)"])
+    recognizer = PausingRecognizer([(0, "set the"), (1900, "set the temperature to 21")], ["(never asked)"])
     pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(2.5))
     record = pipeline.records[-1]
     assert record.end_reason == "complete" and record.outcome == "replied"
@@ -278,21 +297,37 @@ async def test_a_whole_request_ends_at_the_short_pause_with_its_transcript_made(
     assert record.latency_ms()["endpoint"] < 300
 
 
+async def test_the_words_so_far_are_read_ahead_while_the_driver_speaks(tmp_path: Path) -> None:
+    recognizer = PausingRecognizer([(0, "set the"), (1900, "set the temperature to 21")], ["(never asked)"])
+    pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(2.5))
+    during = [text for ms, text in recognizer.interims if ms < 1900]
+    assert during and set(during) == {"set the"}  # transcribed while speaking, every 700 ms of audio
+    assert "set the" in pipeline.assistant.prepared  # and handed to the model before the turn
+    assert pipeline.assistant.calls == ["set the temperature to 21"]
+
+
+async def test_no_partials_when_turned_off(tmp_path: Path) -> None:
+    recognizer = PausingRecognizer([(0, "set the"), (1900, "set the temperature to 21")], ["(never asked)"])
+    await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(2.5), partials_every_ms=0)
+    assert [text for _, text in recognizer.interims] == ["set the temperature to 21"]  # only at the pause
+
+
 async def test_words_that_trail_off_wait_for_the_long_silence_and_reuse_the_pause_transcript(tmp_path: Path) -> None:
-    recognizer = PausingRecognizer(["set the temperature to"], ["(never asked)"])
+    recognizer = PausingRecognizer([(0, "set the"), (1900, "set the temperature to")], ["(never asked)"])
     pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(3.0))
     record = pipeline.records[-1]
     assert record.end_reason == "silence"
     assert record.latency_ms()["endpoint"] >= 300  # 1500 ms of audio at 4x
     assert recognizer.finals == 0 and pipeline.assistant.calls == ["set the temperature to"]
+    assert "set the temperature to" in pipeline.assistant.prepared  # read ahead while waiting for the rest
 
 
 async def test_speaking_again_after_a_pause_discards_what_the_pause_heard(tmp_path: Path) -> None:
-    recognizer = PausingRecognizer(["set the temperature to", "set the temperature to 21"],
-                                   ["set the temperature to 21 degrees please"])
+    recognizer = PausingRecognizer([(0, "set the"), (1500, "set the temperature to"),
+                                    (2800, "set the temperature to 21")], ["set the temperature to 21 degrees please"])
     pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.0), silence(0.5),
-                                       voiced(1.0), silence(3.0))
+                                       voiced(1.0), silence(3.0), partials_every_ms=0)
     record = pipeline.records[-1]
-    assert recognizer.interims == 2
+    assert [text for _, text in recognizer.interims] == ["set the temperature to", "set the temperature to 21"]
     assert pipeline.assistant.calls == ["set the temperature to 21"]
     assert record.end_reason == "complete"
