@@ -26,6 +26,8 @@ GGUF_MAGIC = b"GGUF"
 PROMPT_CACHES_KEPT = 3  # per model
 # Tokens per step of a prefill ahead of need: a turn that starts meanwhile waits for one step at most.
 PREFILL_SLICE = 4
+# A stretch of the prompt found further on in the cache is moved up only if at least this long.
+SHIFT_MIN_TOKENS = 16
 # Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
 # answer with "{{...}}". Rendering the example the way the original template does keeps its output parseable.
 _TEMPLATE_FIXES = [
@@ -425,13 +427,54 @@ class LlamaCppModel:
             return self.llm.n_tokens
 
     def _cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading `tokens` the KV cache holds. When the prompt is the cached one with a stretch taken
+        out (the oldest remembered turn forgotten), that stretch is removed from the cache and what followed it
+        is moved up instead of evaluated again (llama.cpp's context shift): the kept turns were read with the
+        forgotten one before them, a small difference for a much shorter wait."""
         cached = self.llm.n_tokens
+        ids = self.llm.input_ids
         common = 0
-        for a, b in zip(self.llm.input_ids[:cached], tokens, strict=False):
+        for a, b in zip(ids[:cached], tokens, strict=False):
             if a != b:
                 break
             common += 1
+        if common < min(cached, len(tokens)) - SHIFT_MIN_TOKENS and self._can_shift():
+            common = self._shift_up(list(tokens), common, cached)
         return common
+
+    def _can_shift(self) -> bool:
+        memory = getattr(self.llm._ctx, "memory", None)
+        return bool(memory) and bool(self._llama_cpp.llama_memory_can_shift(memory))
+
+    def _shift_up(self, tokens: list[int], common: int, cached: int) -> int:
+        """If tokens[common:] continue at some later point of the cache, close the gap; returns the new
+        cached prefix length (unchanged when no such point is found)."""
+        want = np.asarray(tokens[common : common + SHIFT_MIN_TOKENS], dtype=np.int64)
+        have = np.asarray(self.llm.input_ids[common:cached], dtype=np.int64)
+        n = len(want)
+        if n < SHIFT_MIN_TOKENS or len(have) <= n:
+            return common
+        match = np.ones(len(have) - n + 1, dtype=bool)
+        for k in range(n):
+            match &= have[k : len(have) - n + 1 + k] == want[k]
+        found = np.flatnonzero(match)
+        if not len(found) or found[0] == 0:
+            return common
+        gap = int(found[0])
+        start = common + gap  # where the kept stretch begins in the cache
+        kept = 0
+        while start + kept < cached and common + kept < len(tokens) and \
+                self.llm.input_ids[start + kept] == tokens[common + kept]:
+            kept += 1
+        ctx = self.llm._ctx
+        ctx.kv_cache_seq_rm(0, start + kept, -1)  # what came after the kept stretch
+        ctx.kv_cache_seq_rm(0, common, start)  # the forgotten stretch
+        ctx.kv_cache_seq_shift(0, start, start + kept, -gap)
+        self.llm.input_ids[common : common + kept] = tokens[common : common + kept]
+        self.llm.n_tokens = common + kept
+        self._logits_for = -1
+        log.debug("kv-shifted", removed=gap, kept=kept)
+        return common + kept
 
     # ------------------------------------------------------------------ scoring choices
 
