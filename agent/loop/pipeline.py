@@ -83,10 +83,9 @@ class VoicePipeline(PauseEnding):
         self._announcement_reader: asyncio.Task[None] | None = None
         self._playbacks = 0
         self._recent: collections.deque[tuple[float, AudioChunk]] = collections.deque(maxlen=100)  # ~3 s
-        self._wake_phrase = re.compile(
-            r"^\W*" + r"\W+".join(re.escape(w) for w in config.wake_phrase.lower().split()) + r"\b[\s,.!?]*",
-            re.IGNORECASE,
-        )
+        # Said once or twice ("hey cabin, hey cabin, play jazz"), the wake phrase is not part of the request.
+        phrase = r"\W+".join(re.escape(w) for w in config.wake_phrase.lower().split())
+        self._wake_phrase = re.compile(rf"^(?:\W*{phrase}\b[\s,.!?]*)+", re.IGNORECASE)
         self._vocabulary: list[str] = []
         self._refresh_vocabulary()
 
