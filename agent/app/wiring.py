@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
-from agent.core.config import Config, cache_dir
+from agent.core.config import Config, cache_dir, default_llm_threads
 from agent.core.events import EventBus
 from agent.llm.base import LanguageModel
 from agent.plugins.loader import ToolRegistry, load_registry
@@ -32,7 +31,7 @@ def load_llm(config: Config, model_id: str, path: Path) -> Any:
         path,
         model_id=model_id,
         n_ctx=llm.n_ctx,
-        n_threads=llm.n_threads or max(1, (os.cpu_count() or 2) - 1),
+        n_threads=llm.n_threads or default_llm_threads(),
         n_batch=llm.n_batch,
         n_gpu_layers=llm.n_gpu_layers,
         cache_dir=(cache_dir() / "prompt-cache") if llm.persist_prompt_cache else None,

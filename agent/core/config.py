@@ -45,9 +45,10 @@ class ModelsConfig(Section):
 class LlmConfig(Section):
     # A model id from the manifest; None picks the profile's default for the language.
     model: str | None = None
-    # None: all cores but one. llama.cpp's threads wait for each other at every layer; when the audio stages
-    # (wake word, VAD, recognition) need a core at the same moment, a thread per core stalls generation badly
-    # (measured here: 5x slower with 2 threads on 2 busy cores than with 1).
+    # None: every core on a machine of two or fewer, else all cores but one. llama.cpp's threads wait for each
+    # other at every layer, so a core another process takes stalls them all; but on 2 cores the daemon's own
+    # audio work is light, and from outside (12 spoken requests in noise) 2 threads answered in p50 2.7 s
+    # against 3.1 s with 1. Work ahead of need (prefill between turns) always runs on one.
     n_threads: int | None = Field(default=None, ge=1, le=64)
     n_ctx: int = Field(default=8192, ge=512, le=32768)
     n_batch: int = Field(default=256, ge=8, le=4096)
@@ -265,6 +266,12 @@ def model_store_dir(config: Config) -> Path:
 
 def outbox_path(config: Config) -> Path:
     return config.outbox.path or _state_dir() / "outbox.sqlite3"
+
+
+def default_llm_threads() -> int:
+    """llm.n_threads when unset: every core on a machine of two or fewer, else all cores but one."""
+    cores = os.cpu_count() or 2
+    return cores if cores <= 2 else cores - 1
 
 
 def control_socket_path(config: Config) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from agent.app.wiring import llm_model
-from agent.core.config import model_store_dir
+from agent.core.config import default_llm_threads, model_store_dir
 from agent.devtools.bench.children import run_daemon_idle, run_probe, write_noise_wav
 from agent.devtools.bench.machine import engine_versions, machine_info
 from agent.devtools.bench.options import BenchOptions
@@ -92,7 +92,7 @@ async def run_bench(base_config: Any, opts: BenchOptions) -> dict[str, Any]:
             "profile": config.models.profile,
             "llm": llm_model(config)[0],
             # None = agent.app.wiring's default: all cores but one
-            "n_threads": config.llm.n_threads or f"auto: {max(1, (os.cpu_count() or 2) - 1)}",
+            "n_threads": config.llm.n_threads or f"auto: {default_llm_threads()}",
             "asr": concrete.asr.engine,
             "wake": concrete.wake.engine,
             "vad": config.vad.engine,
