@@ -8,9 +8,16 @@ from typing import Annotated
 
 import typer
 
-from agent.cli import bench, control, daemon, demo, models, outbox, speech, turns
+from agent.cli import control, daemon, demo, models, outbox, speech, turns
 from agent.cli.context import CliContext
-from agent.core.errors import CabinError
+from agent.core.errors import EX_UNAVAILABLE, CabinError
+
+# The development tools (bench, demo, eval, the reference service) are a folder the runtime never imports: a
+# head unit's image may leave agent/devtools out, and then only the commands that need them say so.
+DEVTOOLS_MISSING = (
+    "this command needs the development tools (agent/devtools: bench, demo, eval, the reference service), "
+    "which this install does not carry; install cabin-agent from a checkout to use it"
+)
 
 app = typer.Typer(
     name="cabin-agent",
@@ -34,9 +41,30 @@ def _root(
     ctx.obj = CliContext(config_path=config, log_level=log_level)
 
 
+def _without_devtools(name: str) -> None:
+    @app.command(name, help="(needs the development tools, not installed here)",
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def unavailable() -> None:
+        print(f"cabin-agent: {DEVTOOLS_MISSING}", file=sys.stderr)
+        sys.exit(EX_UNAVAILABLE)
+
+
+def _bench_group() -> object | None:
+    try:
+        from agent.cli import bench
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("agent.devtools"):
+            raise  # a broken import fails loudly
+        return None
+    return bench
+
+
 # One line per group, in the order `--help` lists them.
-for group in (turns, demo, daemon, control, speech, outbox, bench, models):
-    group.register(app)
+for group in (turns, demo, daemon, control, speech, outbox, _bench_group(), models):
+    if group is None:
+        _without_devtools("bench")
+    else:
+        group.register(app)  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("agent.devtools"):
+            raise
+        print(f"cabin-agent: {DEVTOOLS_MISSING}", file=sys.stderr)
+        sys.exit(EX_UNAVAILABLE)
     except Exception as exc:
         # Usage errors come through here with standalone_mode=False. They are click's ClickException, which
         # recent typer vendors (typer._click): recognised by what they do, not by where click lives.
