@@ -245,29 +245,23 @@ class WhisperRecognizer:
         parts: list[AudioChunk] = []
         async for chunk in chunks:
             parts.append(chunk)
-        audio = _to_float_16k(parts)
-        if audio.size == 0:
-            yield Transcript("", is_final=True, timestamp_ms=now_ms())
-            return
-        try:
-            text, confidence = await self._thread.run(self._decode, audio, self.bias)
-        except Exception as err:  # CancelledError passes through
-            raise engine_failed("whisper", err) from err
-        log.debug("whisper final", transcript=text, confidence=confidence)
-        yield Transcript(text, is_final=True, confidence=confidence, timestamp_ms=now_ms())
+        yield await self._transcript(parts, is_final=True)
 
     async def interim(self, chunks: Sequence[AudioChunk]) -> Transcript:
         """What the audio so far says: the loop asks at a pause in the driver's speech, so that a finished
         request can end there with its transcript already made (whisper has no cheaper partials)."""
-        audio = _to_float_16k(list(chunks))
+        return await self._transcript(list(chunks), is_final=False)
+
+    async def _transcript(self, parts: list[AudioChunk], *, is_final: bool) -> Transcript:
+        audio = _to_float_16k(parts)
         if audio.size == 0:
-            return Transcript("", is_final=False, timestamp_ms=now_ms())
+            return Transcript("", is_final=is_final, timestamp_ms=now_ms())
         try:
             text, confidence = await self._thread.run(self._decode, audio, self.bias)
         except Exception as err:  # CancelledError passes through
             raise engine_failed("whisper", err) from err
-        log.debug("whisper interim", transcript=text, confidence=confidence)
-        return Transcript(text, is_final=False, confidence=confidence, timestamp_ms=now_ms())
+        log.debug("whisper final" if is_final else "whisper interim", transcript=text, confidence=confidence)
+        return Transcript(text, is_final=is_final, confidence=confidence, timestamp_ms=now_ms())
 
     async def aclose(self) -> None:
         self._thread.close()
