@@ -40,6 +40,7 @@ class Listening:
     reason: EndReason | None = None
     last_speech_end: float | None = None
     audio: list[AudioChunk] = field(default_factory=list)  # the request so far, for a transcript at a pause
+    heard_ms: float = 0.0  # how much audio that is
     pause: int = 0  # counts the pauses; a transcript made in an earlier pause is stale
     paused: bool = False
     interim: asyncio.Task[str | None] | None = None  # the transcript of the audio up to the current pause
@@ -87,10 +88,9 @@ class PauseEnding:
         interim = getattr(self.recognizer, "interim", None)
         if not every or interim is None or (listening.partial_task and not listening.partial_task.done()):
             return
-        heard_ms = sum(c.duration_ms for c in listening.audio)
-        if heard_ms - listening.partial_at_ms < every:
+        if listening.heard_ms - listening.partial_at_ms < every:
             return
-        listening.partial_at_ms = heard_ms
+        listening.partial_at_ms = listening.heard_ms
 
         async def words_so_far() -> None:
             try:

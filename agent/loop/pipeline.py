@@ -307,6 +307,7 @@ class VoicePipeline(PauseEnding):
     async def _feed_endpointer(self, listening: Listening, chunk: AudioChunk) -> None:
         listening.queue.put_nowait(chunk)
         listening.audio.append(chunk)
+        listening.heard_ms += chunk.duration_ms
         reason = await self.endpointer.aprocess(chunk)
         record = listening.record
         if self.endpointer.speech_started and "speech_start" not in record.marks:
