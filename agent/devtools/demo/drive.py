@@ -175,5 +175,5 @@ async def spoken_drive(
     if as_json:
         print(json.dumps({"summary": summary}, ensure_ascii=False))
     else:
-        print_summary(summary, requests=requests, silence_ms=config.vad.silence_ms, out_dir=out_dir)
+        print_summary(summary, requests=requests, vad=config.vad, out_dir=out_dir)
     return {"records": report.printed, "summary": summary}

@@ -276,12 +276,13 @@ class DriveReport:
         }
 
 
-def print_summary(summary: dict[str, Any], *, requests: int, silence_ms: int, out_dir: Path) -> None:
+def print_summary(summary: dict[str, Any], *, requests: int, vad: Any, out_dir: Path) -> None:
     median = summary["median_speech_end_to_first_audio_ms"]
     print(
         f"\n{summary['replied']}/{requests} requests answered, {summary['tool_calls']} tool calls; "
         f"median end of speech → first audio {median if median is not None else '—'} ms "
-        f"(includes the {silence_ms} ms endpoint silence); "
+        f"(includes the pause that ends a request: {vad.pause_ms} ms when its words are whole, else "
+        f"{vad.silence_ms} ms); "
         f"replies in {out_dir}/, cabin recording {summary['cabin_recording']}; {summary['wall_seconds']} s"
     )
     for e in summary["outbox"]:
