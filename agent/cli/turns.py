@@ -155,8 +155,11 @@ def register(app: typer.Typer) -> None:
         async def run() -> None:
             assistant = await _assistant(config)
             print(f"cabin-agent chat ({assistant.model.model_id}); empty line or Ctrl-D to quit.", file=sys.stderr)
+            ahead: asyncio.Task[int] | None = None
             try:
                 while True:
+                    # While the driver types, the drive so far goes into the model's cache (as in the daemon).
+                    ahead = asyncio.create_task(assistant.prepare())
                     try:
                         line_in = await asyncio.to_thread(input, "you › ")
                     except EOFError:
@@ -164,7 +167,10 @@ def register(app: typer.Typer) -> None:
                     if not line_in.strip():
                         break
                     print_turn(await assistant.turn(line_in.strip()))
+                    await ahead  # it gave way to the turn at its next slice
             finally:
+                if ahead is not None and not ahead.done():
+                    ahead.cancel()
                 await assistant.close()
 
         asyncio.run(run())
