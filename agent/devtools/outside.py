@@ -30,6 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from agent.devtools.bench.script import trim_silence
+from agent.devtools.road_noise import active_rms
+from agent.devtools.voices import espeak
+
 RATE = 16000
 BLOCK = RATE * 30 // 1000
 SPEECH_DBFS = -22.0
@@ -72,21 +76,9 @@ class Timed:
     daemon_latency_ms: dict[str, float] = field(default_factory=dict)
 
 
-def espeak(text: str, voice: str) -> np.ndarray:
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "165", "--stdout", text],
-                         capture_output=True, check=True, timeout=60).stdout
-    pcm = np.frombuffer(wav[44:], dtype="<i2").astype(np.float64)
-    # 22,050 -> 16,000 Hz, linear (speech only needs the band under 8 kHz)
-    n = int(len(pcm) * RATE / 22050)
-    x = np.interp(np.arange(n) * 22050 / RATE, np.arange(len(pcm)), pcm)
-    loud = np.flatnonzero(np.abs(x) > 32768 * 10 ** (-50 / 20))
-    return x[loud[0] : loud[-1] + 1] if len(loud) else x
-
-
-def active_rms(x: np.ndarray, frame: int = 320) -> float:
-    n = len(x) // frame
-    e = np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1)
-    return float(np.sqrt(np.mean(np.sort(e)[-max(1, n // 2):])))
+def spoken(text: str, voice: str) -> np.ndarray:
+    """An espeak-ng voice at 16 kHz, trimmed to where the words begin and end (so "the last voiced sample" is)."""
+    return trim_silence(espeak(text, voice, speed_wpm=165)).astype(np.float64)
 
 
 def noise(kind: str, seconds: float, seed: int) -> np.ndarray:
@@ -256,8 +248,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 raise RuntimeError("daemon not ready in time")
             time.sleep(0.5)
         requests = REQUESTS[: args.requests]
-        speech = [espeak(text, voice) for voice, text, _, _ in requests]
-        for i, ((voice, text, keys, ref), clip) in enumerate(zip(requests, speech, strict=True)):
+        clips = [spoken(text, voice) for voice, text, _, _ in requests]
+        for i, ((voice, text, keys, ref), clip) in enumerate(zip(requests, clips, strict=True)):
             kind = "brown" if i % 2 == 0 else "road"
             while control.request("status")["state"] != "idle":
                 time.sleep(0.05)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 from agent.audio.chunk import AudioChunk
 from agent.core.events import now_ms
 from agent.devtools.road_noise import road_noise
-from agent.devtools.voices import RATE, SPEECH_DBFS
+from agent.devtools.voices import RATE, SPEECH_DBFS, write_wav
 
 SNR_DB = 20.0  # road noise this far below the speech (pocketsphinx misses ~1 wake in 4 at 15 dB)
 
@@ -96,11 +95,4 @@ class ScriptedMic:
 
     def write(self, path: Path) -> Path:
         """The cabin recording as fed (needs `keep_recording`), as a 16 kHz mono WAV."""
-        pcm = np.concatenate(self.fed) if self.fed else np.zeros(0, np.int16)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(2)
-            wav.setframerate(RATE)
-            wav.writeframes(pcm.tobytes())
-        return path
+        return write_wav(path, np.concatenate(self.fed) if self.fed else np.zeros(0, np.int16))

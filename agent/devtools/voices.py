@@ -47,6 +47,17 @@ def espeak(text: str, voice: str = "en-us+m3", speed_wpm: int = 140) -> np.ndarr
     return _to_16k(pcm, rate)
 
 
+def write_wav(path: Path, pcm: np.ndarray, rate_hz: int = RATE) -> Path:
+    """16-bit mono samples as a WAV file (a cabin recording, the idle daemon's microphone)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate_hz)
+        wav.writeframes(np.asarray(pcm, dtype="<i2").tobytes())
+    return path
+
+
 class Voices:
     """Synthesises (and caches) what the driver says: `say("piper", "play some jazz")` -> 16 kHz int16."""
 

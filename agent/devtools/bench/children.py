@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from agent.devtools.bench.machine import ProcSampler, resource_summary
 from agent.devtools.road_noise import road_noise
 from agent.devtools.scripted_mic import SNR_DB, noise_level
-from agent.devtools.voices import RATE
+from agent.devtools.voices import RATE, write_wav
 
 CHILDREN = "The child processes `cabin-agent bench` starts (`probe`, `daemon`); they are not for people."
 
@@ -170,13 +169,7 @@ async def _daemon(config: Any, noise: Path, sink_dir: Path) -> int:
 def write_noise_wav(path: Path, seconds: float, snr_db: float = SNR_DB, seed: int = 11) -> Path:
     """Cabin road noise with no one speaking, as the idle daemon's microphone."""
     level = noise_level(snr_db)
-    pcm = np.clip(np.round(road_noise(seconds, RATE, seed=seed) * level), -32768, 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(pcm.tobytes())
-    return path
+    return write_wav(path, np.clip(np.round(road_noise(seconds, RATE, seed=seed) * level), -32768, 32767))
 
 
 def child_main(argv: list[str] | None = None) -> int:
