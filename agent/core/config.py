@@ -114,6 +114,9 @@ class VadConfig(Section):
     # A request whose words are whole ("set the temperature to 21") ends after this much silence; one that
     # trails off ("set the temperature to") waits `silence_ms`. 0 turns the short ending off.
     pause_ms: int = Field(default=250, ge=0, le=5000)
+    # The words so far are transcribed after this much silence (at most pause_ms), so that the transcript is
+    # ready when the pause ends rather than started then. 0: transcribe at pause_ms.
+    pause_transcript_ms: int = Field(default=120, ge=0, le=5000)
     max_utterance_seconds: float = Field(default=12.0, gt=0, le=60)
     no_speech_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 

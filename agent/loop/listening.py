@@ -44,6 +44,7 @@ class Listening:
     pause: int = 0  # counts the pauses; a transcript made in an earlier pause is stale
     paused: bool = False
     interim: asyncio.Task[str | None] | None = None  # the transcript of the audio up to the current pause
+    whole: str | None = None  # that transcript, when its words are whole and the pause is still too short
     partial: str = ""  # the streaming engine's latest partial (vosk)
     partial_task: asyncio.Task[None] | None = None  # words so far, transcribed while the driver speaks
     partial_at_ms: float = 0.0  # audio length when the last one started
@@ -67,20 +68,30 @@ class PauseEnding:
     def _strip_wake_phrase(self, text: str) -> str: ...
 
     def _watch_pause(self, listening: Listening) -> None:
-        """At a short pause, transcribe what was said; if it is a whole request, the request ends there."""
-        pause_ms = self.config.vad.pause_ms
+        """At a short pause, transcribe what was said; if it is a whole request, the request ends there.
+
+        The transcript is begun a little before the pause is long enough to end the request
+        (`vad.pause_transcript_ms`), so the words are ready when it is rather than recognised after it."""
+        vad = self.config.vad
         silent = self.endpointer.pause_ms
         if silent == 0.0:
             if listening.paused:  # speaking again: what was transcribed in the pause is not the request
                 listening.paused = False
                 listening.pause += 1
                 listening.interim = None
+                listening.whole = None
             self._watch_speech(listening)
             return
-        if pause_ms and not listening.paused and silent >= pause_ms:
+        if not vad.pause_ms:
+            return
+        begin = min(vad.pause_transcript_ms or vad.pause_ms, vad.pause_ms)
+        if not listening.paused and silent >= begin:
             listening.paused = True
             listening.interim = self._own(self._transcribe_pause(listening, listening.pause),
                                           f"pause-{listening.record.index}")
+        elif listening.whole is not None and silent >= vad.pause_ms and self._listening is listening:
+            listening.final = listening.whole
+            self._end_listening(EndReason.COMPLETE)
 
     def _watch_speech(self, listening: Listening) -> None:
         """While the driver speaks, now and then transcribe the words so far and let the model read them."""
@@ -121,8 +132,11 @@ class PauseEnding:
         record.mark("pause_transcript")
         self.events.publish("transcript-partial", turn=record.index, text=text)
         if self._listening is listening and sounds_complete(self._strip_wake_phrase(text)):
-            listening.final = text
-            self._end_listening(EndReason.COMPLETE)
+            if self.endpointer.pause_ms >= self.config.vad.pause_ms:
+                listening.final = text
+                self._end_listening(EndReason.COMPLETE)
+            else:  # whole words, but the pause is still short of ending it: the next quiet chunk may
+                listening.whole = text
         elif self._listening is listening:
             self._prepare(self._strip_wake_phrase(text))  # into the model's cache while the driver goes on
         return text

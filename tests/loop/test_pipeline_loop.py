@@ -275,8 +275,9 @@ class PreparingAssistant(FakeAssistant):
 
 
 async def serve_one_request(tmp_path: Path, recognizer: PausingRecognizer, *parts: np.ndarray,
-                            partials_every_ms: int = 700) -> Any:
-    vad = VadConfig(engine="webrtcvad", pause_ms=250, silence_ms=1500, no_speech_timeout_seconds=1.5)
+                            partials_every_ms: int = 700, pause_transcript_ms: int = 120) -> Any:
+    vad = VadConfig(engine="webrtcvad", pause_ms=250, pause_transcript_ms=pause_transcript_ms, silence_ms=1500,
+                    no_speech_timeout_seconds=1.5)
     pipeline = make_pipeline(tmp_path, ScriptedMic(*parts), vad=vad)
     asr = pipeline.config.asr.model_copy(update={"partials_every_ms": partials_every_ms})
     pipeline.config = pipeline.config.model_copy(update={"asr": asr})
@@ -295,6 +296,30 @@ async def test_a_whole_request_ends_at_the_short_pause_with_its_transcript_made(
     assert recognizer.finals == 0  # the pause's transcript was the request's: no second decode
     # 250 ms of audio at 4x is ~60 ms; the long silence (1500 ms) would have been ~375 ms.
     assert record.latency_ms()["endpoint"] < 300
+
+
+@pytest.mark.parametrize("begin_ms", [120, 0])
+async def test_the_pause_transcript_is_begun_before_the_pause_ends_the_request(tmp_path: Path, begin_ms: int) -> None:
+    recognizer = PausingRecognizer([(0, "set the"), (1900, "set the temperature to 21")], ["(never asked)"])
+    pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(2.5),
+                                       partials_every_ms=0, pause_transcript_ms=begin_ms)
+    record = pipeline.records[-1]
+    (at_ms, text), = recognizer.interims
+    silent_ms = at_ms - pipeline.endpointer.speech_end_ms  # silence heard when the transcript was begun
+    assert (begin_ms <= silent_ms < 250) if begin_ms else (silent_ms >= 250)
+    assert record.end_reason == "complete" and pipeline.assistant.calls == ["set the temperature to 21"]
+    # The request still ends only once the pause is 250 ms long (the endpointer stops at the end).
+    assert 250 <= pipeline.endpointer.pause_ms < 400
+
+
+async def test_speaking_again_before_the_pause_is_long_enough_keeps_listening(tmp_path: Path) -> None:
+    # "set the temperature to 21" sounds whole at 120 ms of silence, but the driver goes on 200 ms later.
+    recognizer = PausingRecognizer([(0, "set the"), (1900, "set the temperature to 21"),
+                                    (2500, "set the temperature to 21 and the fan to 3")], ["(never asked)"])
+    pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.5), silence(0.2),
+                                       voiced(0.8), silence(2.5), partials_every_ms=0)
+    assert pipeline.assistant.calls == ["set the temperature to 21 and the fan to 3"]
+    assert pipeline.records[-1].end_reason == "complete"
 
 
 async def test_the_words_so_far_are_read_ahead_while_the_driver_speaks(tmp_path: Path) -> None:
@@ -323,7 +348,7 @@ async def test_words_that_trail_off_wait_for_the_long_silence_and_reuse_the_paus
 
 
 async def test_speaking_again_after_a_pause_discards_what_the_pause_heard(tmp_path: Path) -> None:
-    recognizer = PausingRecognizer([(0, "set the"), (1500, "set the temperature to"),
+    recognizer = PausingRecognizer([(0, "set the"), (1250, "set the temperature to"),
                                     (2800, "set the temperature to 21")], ["set the temperature to 21 degrees please"])
     pipeline = await serve_one_request(tmp_path, recognizer, silence(0.5), voiced(1.0), silence(0.5),
                                        voiced(1.0), silence(3.0), partials_every_ms=0)
