@@ -69,11 +69,10 @@ class LlmConfig(Section):
     constrained: bool = True
     # Speak a tool's own confirmation instead of a second model pass when the tool provides one.
     templated_confirmations: bool = True
-    # Tokens guessed from earlier in the context (a call's keys were written by the examples, its values by the
-    # driver) and checked in one batch with each decoded token; the output is the same. Off by default: on a
-    # 2-core x86 CPU a batch of 4 costs about what the kept guesses save (43 % kept; call decode 902 ms without,
-    # 926 ms with 3, 2 threads); worth trying where a batch is nearly free (a GPU).
-    guess_tokens: int = Field(default=0, ge=0, le=32)
+    # The rest of a JSON key the model has begun, guessed from earlier in the context (the examples wrote every
+    # key) and checked in one batch with the last decoded token; the output is the same. At most this many
+    # tokens; 0: one token at a time.
+    guess_tokens: int = Field(default=6, ge=0, le=32)
     # Between turns and while the driver is still speaking, evaluate the remembered turns and the words heard
     # so far into the KV cache, so a turn starts with only its last words to read.
     prefill_ahead: bool = True

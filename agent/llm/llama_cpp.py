@@ -28,6 +28,8 @@ PROMPT_CACHES_KEPT = 3  # per model
 PREFILL_SLICE = 4
 # A stretch of the prompt found further on in the cache is moved up only if at least this long.
 SHIFT_MIN_TOKENS = 16
+# Inside a JSON key that has begun (`{"temperature` or `, "si`): the rest of a key is the examples' own.
+_IN_KEY = re.compile(r'[{,]\s*"[^"\\]+$')
 # Some GGUF conversions of Qwen2.5 escape the braces of the tool-call example twice, which teaches the model to
 # answer with "{{...}}". Rendering the example the way the original template does keeps its output parseable.
 _TEMPLATE_FIXES = [
@@ -302,10 +304,11 @@ class LlamaCppModel:
     ) -> Iterator[GenerationStep]:
         """Greedy decoding that checks a guess of the next few tokens in the same batch as the last one.
 
-        The guess is what followed the same last tokens earlier in the context (prompt lookup): the keys of a
-        call's JSON were written by the examples, a value is usually the driver's own words. A CPU evaluates a
-        batch of a few tokens in little more time than one, and a guess is kept only as far as it is exactly the
-        token greedy decoding (through the grammar) picks, so the output is the same as one token at a time.
+        The guess is what followed the same last tokens earlier in the context (prompt lookup), made only for
+        the rest of a JSON key that has begun ("temperature" → "_c", '":', " "): the examples wrote every key,
+        so such a guess is nearly always right, while a guessed value (the driver's words) mostly is not and
+        costs its batch. A guess is kept only as far as it is exactly the token greedy decoding (through the
+        grammar) picks, so the output is the same as one token at a time.
         """
 
         def pick(logits: np.ndarray) -> int:
@@ -315,8 +318,13 @@ class LlamaCppModel:
                 scores = step(context, scores)
             return int(np.argmax(scores))
 
+        written = ""
+
         def emit(token: int) -> GenerationStep:
-            return GenerationStep(token=token, text=decoder.decode(self.llm.detokenize([token], special=True)))
+            nonlocal written
+            text = decoder.decode(self.llm.detokenize([token], special=True))
+            written += text
+            return GenerationStep(token=token, text=text)
 
         token = pick(self._eval_to(ids))
         count = 0
@@ -329,7 +337,8 @@ class LlamaCppModel:
             if count >= max_tokens:
                 return
             ids.append(token)
-            guess = self._guess(ids, min(self.guess_tokens, max_tokens - count))
+            limit = min(self.guess_tokens, max_tokens - count)
+            guess = self._rest_of_key(self._guess(ids, limit)) if limit and _IN_KEY.search(written) else []
             rows = self._eval_rows(ids[-1:] + guess, at=len(ids) - 1)
             stats["batches"] += 1
             stats["guessed"] += len(guess)
@@ -350,6 +359,15 @@ class LlamaCppModel:
             stats["kept"] += kept
             self.llm.n_tokens = len(ids)  # what was guessed beyond the kept tokens leaves the context
             token = nxt
+
+    def _rest_of_key(self, guess: list[int]) -> list[int]:
+        """The guess up to the end of the key: through the token with its colon, and a space token after it."""
+        for i, token in enumerate(guess):
+            if ":" in self.llm.detokenize([token], special=True).decode("utf-8", errors="replace"):
+                after = guess[i + 1 : i + 2]
+                space = bool(after) and self.llm.detokenize(after, special=True) == b" "
+                return guess[: i + 2] if space else guess[: i + 1]
+        return guess
 
     @staticmethod
     def _guess(ids: list[int], limit: int) -> list[int]:
