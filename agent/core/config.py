@@ -140,6 +140,10 @@ class TtsConfig(Section):
     voice: str | None = None
     length_scale: float = Field(default=1.0, gt=0.2, le=3.0)
     output_rate_hz: int | None = None
+    # onnxruntime threads for the voice. A tool's reply is synthesised after the model is done, and two threads
+    # speak "Temperature set to 21 degrees." in 161 ms instead of 229 on this 2-core box; its threads do not
+    # spin while idle, so a spoken answer streamed beside the model costs the model little.
+    threads: int = Field(default=2, ge=1, le=16)
 
 
 class ServiceEndpoint(Section):

@@ -72,8 +72,7 @@ async def build_stages(
     detector = WakeDetector(engine, config.wake, push_to_talk=push_to_talk)
     endpointer = Endpointer(config.vad, rate_hz=config.audio.sample_rate_hz)
     recognizer = await load_recognizer(config, bias_vocabulary(config, registry))
-    # One onnxruntime thread: speech is synthesised while the model generates on the other core.
-    tts = await load_synthesizer(config, threads=1)
+    tts = await load_synthesizer(config, threads=config.tts.threads)
     log.info(
         "voice-stages",
         wake=config.wake.engine,

@@ -37,8 +37,7 @@ class PiperTts:
     ) -> None:
         """`model_path` is the voice's .onnx file (or a directory holding exactly one).
 
-        `threads` caps onnxruntime's intra-op threads: speech is synthesised while the LLM still generates,
-        and on 2 cores a voice using both would halve the model's token rate.
+        `threads` caps onnxruntime's intra-op threads (`tts.threads`).
         """
         import onnxruntime
         from piper import PiperVoice
@@ -66,6 +65,8 @@ class PiperTts:
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            # Idle threads sleep instead of spinning: they would take cycles from the model between sentences.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(
                 str(model), sess_options=options, providers=["CPUExecutionProvider"]
             )

@@ -183,3 +183,33 @@ def test_grammar_gate_checks_one_token_per_step(car):
     stats = car.assistant.model.last_grammar_stats
     assert stats["checks"] > 5
     assert stats["rejections"] < stats["checks"] / 2
+
+
+def test_guessed_keys_give_the_calls_of_one_token_at_a_time(world):
+    """The rest of a JSON key is guessed and checked in one batch; the calls are the ones a token-at-a-time
+    loop writes, and the guesses are mostly kept (each wrong one costs a batch)."""
+    requests = ["set the driver side to 23 and the fan to 3", "order a large latte and two croissants",
+                "navigate to the airport", "把温度调到二十二度"]
+    written: dict[int, list] = {}
+    kept = guessed = 0
+    model = world[1].model
+    before = model.guess_tokens
+    try:
+        for guess in (0, 6):
+            model.guess_tokens = guess
+            written[guess] = []
+            for text in requests:
+                car = Car(world)
+                try:
+                    result = car.say(text)
+                finally:
+                    car.close()
+                written[guess].append([(c.name, c.arguments) for c in result.tool_calls])
+                if guess:
+                    kept += model.last_decode_stats["kept"]
+                    guessed += model.last_decode_stats["guessed"]
+    finally:
+        model.guess_tokens = before
+    assert written[6] == written[0]
+    assert all(written[0]), written[0]
+    assert guessed >= 6 and kept >= 0.7 * guessed, (kept, guessed)

@@ -140,15 +140,16 @@ TTS_TEXT = (
 )
 
 
-def _bare_piper(path: Path) -> Any:
+def _bare_piper(path: Path, threads: int) -> Any:
     """The voice loaded straight into piper, with the thread caps the pipeline gives its own."""
     import onnxruntime
     from piper import PiperVoice
     from piper.config import PiperConfig
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # as agent.loop.stages.build_stages loads the pipeline's voice
+    options.intra_op_num_threads = threads  # as agent.loop.stages.build_stages loads the pipeline's voice
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(
         str(path), sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -161,7 +162,7 @@ async def tts_overhead(config: Any, tts: Any, reps: int) -> dict[str, Any]:
     with the same voice, thread count and normalised text): time to the first audio and to the last."""
     from piper.config import SynthesisConfig
 
-    voice = await asyncio.to_thread(_bare_piper, Path(tts.model_path))
+    voice = await asyncio.to_thread(_bare_piper, Path(tts.model_path), config.tts.threads)
     syn = SynthesisConfig(length_scale=config.tts.length_scale)
     spoken = normalize(TTS_TEXT, tts.language)
     list(voice.synthesize("Ready.", syn))  # onnxruntime's first run plans; ours was warmed at load
