@@ -34,7 +34,7 @@ _DANGLING_ZH = (
     "我要", "我想", "请", "一个", "一份", "一杯", "那个", "这个", "就是", "然后", "嗯", "呃", "额",
     "调到", "设置", "打电话给", "导航到", "播放",
 )  # not 是, 对, 要, 好: each is a whole answer to "Shall I order it?"; not 点: 调高一点 is whole
-_TRAILING_CUT = re.compile(r"(\.\.\.|…|,|，|、|-|—)\s*$")
+_TRAILING_CUT = re.compile(r"(\.\.\.|…|-|—)\s*$")
 _WORD = re.compile(r"[A-Za-z']+|\d+")
 
 
@@ -44,8 +44,10 @@ def sounds_complete(text: str) -> bool:
     if not text:
         return False
     if _TRAILING_CUT.search(text):
-        return False  # whisper marks speech that was cut off with an ellipsis or a trailing comma
-    core = text.rstrip(" .!?。！？")
+        return False  # whisper marks speech that was cut off with an ellipsis or a dash
+    # A trailing comma is whisper hedging on audio that stops 120-250 ms after the last word ("turn the fan
+    # down to two,"): the words before it decide, so "call my," still waits.
+    core = text.rstrip(" .!?。！？,，、")
     if not core:
         return False
     if has_cjk(core[-1]):

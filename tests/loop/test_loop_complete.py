@@ -13,11 +13,13 @@ WHOLE = [
     "call mom", "Play something by Miles Davis.", "turn it up", "turn the volume down", "AC off",
     "order a large latte from Bean There Coffee", "where's my package?", "play jazz please", "yes", "no thanks",
     "把温度调到二十二度", "给妈妈打电话", "我要去公司", "打开收音机吧", "取消订单", "好的", "是", "对", "要", "调高一点", "我要大杯的",
+    # whisper's comma on audio that stops soon after the last word: the words decide
+    "turn the fan down to two,", "Play something by Miles,", "pause the music,", "给妈妈打电话，",
 ]
 TRAILING = [
     "Set the temperature to", "navigate to the", "call my", "play something by", "order a",
     "a large pizza and", "um", "I want to go to the airport and, uh", "Set the temperature to...",
-    "Play something by Miles,", "navigate to the airport and", "I'd like a",
+    "call my,", "navigate to the airport and", "I'd like a", "Set the temperature to —", "导航到，",
     "帮我导航到", "给", "我想点一杯", "把温度调到", "嗯", "打电话给", "我要去那个",
 ]
 
