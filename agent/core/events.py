@@ -55,11 +55,18 @@ class ModelCall:
     ms: float = 0.0
     first_ms: float | None = None  # to the first generated token
     grammar: bool = False  # constrained by a tool's argument grammar
+    read: int | None = None  # prompt tokens the model had to evaluate (the rest was in its cache)
+    waited_ms: float | None = None  # for the model's worker (work ahead of need finishing its slice)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "prompt_tokens": self.prompt_tokens, "generated": self.generated,
-                "grammar": self.grammar, "first_ms": None if self.first_ms is None else round(self.first_ms, 1),
-                "ms": round(self.ms, 1)}
+        out = {"phase": self.phase, "prompt_tokens": self.prompt_tokens, "generated": self.generated,
+               "grammar": self.grammar, "first_ms": None if self.first_ms is None else round(self.first_ms, 1),
+               "ms": round(self.ms, 1)}
+        if self.read is not None:
+            out["read"] = self.read
+        if self.waited_ms is not None:
+            out["waited_ms"] = round(self.waited_ms, 1)
+        return out
 
 
 @dataclass

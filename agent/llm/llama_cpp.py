@@ -170,6 +170,7 @@ class LlamaCppModel:
         self._lock = threading.RLock()
         self.last_grammar_stats: dict[str, int] = {}
         self.last_decode_stats: dict[str, int] = {}
+        self.last_read = 0  # prompt tokens the last score or generate had to evaluate (not in the cache)
         self._template = self._load_template()
         self.end_tokens = sorted(
             {self.llm.token_eos(), *self._special_ids("<|im_end|>", "<|endoftext|>")} - {-1}
@@ -501,9 +502,11 @@ class LlamaCppModel:
         tokens = list(tokens)
         common = self._cached_prefix(tokens)
         if common == len(tokens) and self._logits_for == len(tokens):
+            self.last_read = 0
             return self._logits
         # The logits of the last prompt position are needed: replay it when the whole prompt is cached.
         common = min(common, len(tokens) - 1)
+        self.last_read = len(tokens) - common
         self.llm.n_tokens = common
         self.llm.eval(tokens[common:])
         return self._read_logits()

@@ -456,7 +456,8 @@ class VoicePipeline(PauseEnding):
         if keep:
             self.records.append(record)
             self.events.publish("turn-record", **record.as_dict())
-            log.info("turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms())
+            log.info("turn-record", index=record.index, outcome=record.outcome, latency_ms=record.latency_ms(),
+                     model_calls=[c.as_dict() for c in record.trace.model_calls])
         if asyncio.current_task() is not self._active:
             return False
         self._active = None

@@ -155,8 +155,12 @@ class Assistant(Answers):
         started = time.perf_counter()
 
         def work() -> None:
+            if call is not None:
+                call.waited_ms = (time.perf_counter() - started) * 1000
             try:
                 for step in self.model.generate(tokens, should_stop=stop.is_set, **kwargs):
+                    if call is not None and call.read is None:
+                        call.read = getattr(self.model, "last_read", None)
                     loop.call_soon_threadsafe(queue.put_nowait, step)
             except BaseException as err:  # handed to the event loop, raised there
                 loop.call_soon_threadsafe(queue.put_nowait, err)
@@ -192,8 +196,17 @@ class Assistant(Answers):
         """The model's log-probability of each option after `tokens` (recorded in the trace as one call)."""
         call = self._model_call(phase, len(tokens))
         started = time.perf_counter()
+
+        def score() -> list[float]:
+            if call is not None:
+                call.waited_ms = (time.perf_counter() - started) * 1000
+            scores = self.model.score(tokens, options)
+            if call is not None:
+                call.read = getattr(self.model, "last_read", None)
+            return scores
+
         try:
-            return await self._in_worker(self.model.score, tokens, options)
+            return await self._in_worker(score)
         finally:
             if call is not None:
                 call.ms = (time.perf_counter() - started) * 1000
