@@ -9,6 +9,7 @@ tool calls are read back from `status` to count what was heard and what the car 
     python -m agent.devtools.outside --out bench/results/outside [--tree DIR] [--env KEY=VALUE ...]
 
 `--tree` runs another checkout's daemon with the same requests (before and after, in one session).
+`--services` speaks service requests (parcels, orders, restaurants) to the reference service on loopback.
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ REQUESTS: list[tuple[str, str, list[str], str]] = [
     ("en-gb+m2", "i'm freezing, warm it up to twenty four", ["warm", "24"],
      "i'm freezing warm it up to 24"),
     ("en-us+m5", "find me a route to the airport", ["route", "airport"], "find me a route to the airport"),
+]
+
+# Service requests (`--services`): the daemon talks to the reference service on loopback. An order's first
+# audio is its confirmation question, with the price the service quoted.
+SERVICE_REQUESTS: list[tuple[str, str, list[str], str]] = [
+    ("en-us", "where is my parcel right now", ["parcel"], "where is my parcel right now"),
+    ("en-gb", "get me a large latte from bean there coffee", ["latte", "bean"],
+     "get me a large latte from bean there coffee"),
+    ("en-us+f3", "which deliveries are coming today", ["deliveries"], "which deliveries are coming today"),
+    ("en-gb+m4", "is there any sushi place around", ["sushi"], "is there any sushi place around"),
+    ("en-us+m7", "how is my food order doing", ["order"], "how is my food order doing"),
+    ("en-us+f2", "i want a pepperoni pizza from luigi's", ["pepperoni", "pizza"],
+     "i want a pepperoni pizza from luigi's"),
 ]
 
 
@@ -258,9 +272,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     os.mkfifo(fifo)
     out_dir.mkdir()
     config = work / "config.yaml"
+    service = None
+    url = "http://127.0.0.1:9"  # nothing listens: the car is offline, vehicle requests only
+    if args.services:
+        from agent.devtools.reference_service import ReferenceService
+
+        service = ReferenceService(work / "service.sqlite3").start()
+        url = service.url
     config.write_text(
         f"language: en\ncontrol:\n  socket_path: {sock}\noutbox:\n  path: {work / 'outbox.sqlite3'}\n"
-        "services:\n  meals:\n    base_url: http://127.0.0.1:9\n  deliveries:\n    base_url: http://127.0.0.1:9\n",
+        f"services:\n  meals:\n    base_url: {url}\n  deliveries:\n    base_url: {url}\n"
+        "connectivity:\n  use_networkmanager: false\n  probe_interval_seconds: 1.0\n",
         encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(e.split("=", 1) for e in args.env)}
     tree = Path(args.tree).resolve() if args.tree else Path(__file__).resolve().parents[2]
@@ -286,7 +308,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise RuntimeError("daemon not ready in time")
             time.sleep(0.5)
-        requests = REQUESTS[: args.requests]
+        if service is not None:  # the catalogue is fetched once the service is seen online
+            while not all(v.get("online") for v in control.request("status")["connectivity"].values()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the daemon never saw the reference service online")
+                time.sleep(0.2)
+            time.sleep(2.0)
+        requests = (SERVICE_REQUESTS if args.services else REQUESTS)[: args.requests]
         clips = [spoken(text, voice) for voice, text, _, _ in requests]
         for i, ((voice, text, keys, ref), clip) in enumerate(zip(requests, clips, strict=True)):
             kind = "brown" if i % 2 == 0 else "road"
@@ -316,6 +344,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         cabin.close()
         replies.close()
+        if service is not None:
+            service.stop()
         daemon.terminate()
         try:
             daemon.wait(30)
@@ -333,7 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "keywords_heard": round(sum(r.keywords_heard for r in results) / max(1, sum(r.keywords for r in results)), 3),
         "wer": round(sum(r.word_errors for r in results) / max(1, sum(r.ref_words for r in results)), 3),
         "ended_at_cap": sum(1 for r in results if r.end_reason == "max-length"),
-        "tree": str(tree), "env": args.env, "loadavg": os.getloadavg(),
+        "tree": str(tree), "env": args.env, "services": args.services, "loadavg": os.getloadavg(),
     }
     shutil.rmtree(work, ignore_errors=True) if not args.keep else None
     return {"summary": summary, "turns": [asdict(r) for r in results]}
@@ -343,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="write <label>.json here")
     ap.add_argument("--label", default="outside")
+    ap.add_argument("--services", action="store_true",
+                    help="service requests against the reference service on loopback instead of vehicle ones")
     ap.add_argument("--tree", default=None, help="checkout whose daemon to run (default: this one)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the daemon (config overrides)")
     ap.add_argument("--requests", type=int, default=len(REQUESTS))
