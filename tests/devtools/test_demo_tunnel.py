@@ -40,7 +40,7 @@ def _drive() -> list[Any]:
 
 
 class _ByWords(dict):
-    """A FakeModel script looked up by a word of the transcript ("Where is my package?" -> "package")."""
+    """A FakeModel script looked up by a piece of a word of the transcript ("Where is my package?" -> "pack")."""
 
     def get(self, utterance: str, default: Any = None) -> Any:
         said = utterance.lower()
@@ -65,7 +65,9 @@ def scripted_model(slow_words: tuple[str, ...] = (), seconds: float = 0.0) -> Fa
     model = SlowOnSome(slow_words, seconds)
     model.script = _ByWords(
         {
-            "package": {"name": "track_package", "arguments": {}},
+            # "pack": whisper tiny.en hears "packet" in some of the road noise (the noise under the words
+            # depends on how long the car took before), and this test is about the tunnel, not the ears.
+            "pack": {"name": "track_package", "arguments": {}},
             "pizza": {"name": "order_meal", "arguments": {"item": "pepperoni pizza", "size": "large"}},
             "france": "The capital of France is Paris.",
         }
