@@ -50,17 +50,32 @@ fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 
 # 3. llama-cpp-python compiles for the CPU it is built on: the wheel is cached per machine type and CPU flags.
-cpu_key=$(uname -m)-$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) | sha256sum | cut -c1-12)
+cpu_flags=$( (grep -m1 -E '^(flags|Features)' /proc/cpuinfo 2>/dev/null || uname -m) )
+cpu_key=$(uname -m)-$(printf '%s' "$cpu_flags" | sha256sum | cut -c1-12)
+build_args=${CMAKE_ARGS:-}
+[ -n "$build_args" ] && cpu_key=$cpu_key-$(printf '%s' "$build_args" | sha256sum | cut -c1-8)  # an operator's own build
+if [ -z "$build_args" ] && grep -qw amx_tile <<<"$cpu_flags"; then
+  # -march=native turns on ggml's AMX kernels on Xeons that have AMX, and they die with a general protection
+  # fault on the first decode in VMs that do not hand the AMX state to guests (seen on Firecracker). AVX-512
+  # still does the work; a head unit (ARM) never has AMX.
+  amx_off="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  build_args="-DCMAKE_C_FLAGS='$amx_off' -DCMAKE_CXX_FLAGS='$amx_off'"
+  cpu_key=$cpu_key-noamx
+fi
 WHEELS="$CACHE/wheels/$cpu_key"
 mkdir -p "$WHEELS"
-if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+llama_stamp="$VENV/.llama-cpp-build"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null \
+  || [ "$(cat "$llama_stamp" 2>/dev/null)" != "$LLAMA_VERSION $cpu_key" ]; then
   wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -1 || true)
   if [ -z "$wheel" ]; then
     say "building llama-cpp-python $LLAMA_VERSION for this CPU (about 9 minutes, once; cached in $WHEELS)"
-    "$VENV/bin/python" -m pip wheel -q --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS"
+    # --no-cache-dir: pip would hand back a wheel it built before, whatever CMAKE_ARGS or CPU it had.
+    CMAKE_ARGS="$build_args" "$VENV/bin/python" -m pip wheel -q --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS"
     wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -1)
   fi
-  "${PIP[@]}" "$wheel"
+  "${PIP[@]}" --force-reinstall --no-deps "$wheel"
+  echo "$LLAMA_VERSION $cpu_key" > "$llama_stamp"
 fi
 
 # 4. The package and its engines; skipped when pyproject.toml has not changed since the last run.
@@ -76,5 +91,16 @@ fi
 # 5. Models: verified into a store outside the clone; instant when already there.
 if [ "$MODELS" = 1 ]; then
   "$VENV/bin/cabin-agent" models fetch --profile "$PROFILE"
+  # A wheel that builds can still crash on this CPU at the first decode: find out here, not in the car.
+  gguf=$(ls "$CACHE"/models/qwen*/*.gguf 2>/dev/null | head -1 || true)
+  if [ -n "$gguf" ] && ! "$VENV/bin/python" -c '
+import sys, llama_cpp
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
+llm.eval(llm.tokenize(b"The car is ready."))' "$gguf" 2>/dev/null; then
+    say "llama-cpp-python $LLAMA_VERSION from $WHEELS crashes on a first decode of $gguf on this CPU;"
+    say "remove $WHEELS and run setup again with CMAKE_ARGS set (e.g. CMAKE_ARGS=-DGGML_NATIVE=OFF)"
+    rm -f "$llama_stamp"  # the next run installs the wheel again
+    exit 70
+  fi
 fi
 say "ready: $VENV/bin/cabin-agent"
