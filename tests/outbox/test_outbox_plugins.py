@@ -243,3 +243,22 @@ async def test_move_them_to_saturday_is_about_the_package_named_before(service, 
     assert moved.tool_calls[0].arguments == {"day": "Saturday", "package": "running shoes"}
     assert moved.tool_calls[0].status == "ok", moved.reply
     assert any(e["kind"] == "reschedule" and e["subject"] == "P1" for e in service.effects()), service.effects()
+
+
+async def test_my_package_names_no_package(service, tmp_path):
+    """"Where is my package?" read as a package called "package" is about all of them, and a change to "my
+    parcel" asks which one rather than saying there is no package called "my parcel"."""
+    async with daemon(service, tmp_path) as (config, _, _, _, deliveries):
+        ctx = ToolContext(config=config, language="en", utterance="Where is my package?")
+        tracked = await asyncio.wait_for(deliveries.prepare(ctx, "track_package", {"package": "package"}), T)
+        _, everything = await turn(deliveries, config, "track_package", tracked.arguments)
+        ctx = ToolContext(config=config, language="en", utterance="move my parcel to tomorrow")
+        moved = await asyncio.wait_for(
+            deliveries.prepare(ctx, "reschedule_delivery", {"package": "my parcel", "day": "tomorrow"}), T
+        )
+        zh = ToolContext(config=config, language="zh", utterance="我的快递到哪了")
+        tracked_zh = await asyncio.wait_for(deliveries.prepare(zh, "track_package", {"package": "我的快递"}), T)
+    assert tracked.question is None and "package" not in tracked.arguments
+    assert "running shoes" in everything.say and "phone charger" in everything.say, everything.say
+    assert moved.question is not None and moved.question.text.startswith("Which package:"), moved.question
+    assert tracked_zh.question is None and "package" not in tracked_zh.arguments

@@ -13,7 +13,7 @@ from agent.core.errors import ServiceError
 from agent.outbox.entries import DELIVERED, Entry
 from agent.outbox.messages import outcome_text
 from agent.plugins.base import Plugin, Prepared, Question, Tool, ToolContext, ToolExample, ToolResult
-from agent.plugins.deliveries.packages import find_package, matching_packages
+from agent.plugins.deliveries.packages import find_package, matching_packages, names_a_package
 from agent.plugins.vehicle.state import match_name
 from agent.services.access import Read, ServiceAccess
 
@@ -103,6 +103,10 @@ class DeliveriesPlugin(Plugin):
             if place is not None:
                 arguments["destination"] = place.name  # a saved place by its name; the handler sends its address
         wanted = arguments.get("package")
+        if wanted and not names_a_package(wanted):
+            # "Where is my package?" read as a package called "package": none was named.
+            arguments.pop("package")
+            wanted = None
         found = matching_packages(packages, wanted)
         if wanted and not found and ctx.utterance and not matching_packages(packages, ctx.utterance) \
                 and not any(w in ctx.utterance.casefold() for w in _DELIVERY_WORDS):
@@ -261,6 +265,8 @@ class DeliveriesPlugin(Plugin):
             return ToolResult(ok=False, error=err.message, say=err.message)
         if read is None:
             return self._unreachable(ctx)
+        if not args.get("package") and len(read.data) > 1:
+            return await self._list(ctx, args)  # "where is my package?" with several on the way: all of them
         p = find_package(read.data, args.get("package"))
         if p is None:
             missing = args.get("package")
@@ -310,6 +316,8 @@ class DeliveriesPlugin(Plugin):
             return ToolResult(ok=False, error=err.message, say=err.message)
         if read is None:
             return self._unreachable(ctx)
+        if not args.get("package") and len(read.data) > 1:
+            return await self._list(ctx, args)  # "where is my package?" with several on the way: all of them
         p = find_package(read.data, args.get("package"))
         if p is None:
             return ToolResult(

@@ -9,12 +9,23 @@ from typing import Any
 
 def _norm(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"\b(the|my|a|an|package|parcel|delivery|one|with|of)\b", " ", text)
+    text = re.sub(r"\b(the|my|a|an|packages?|parcels?|deliver(?:y|ies)|shipments?|one|with|of)\b", " ", text)
     return " ".join(re.sub(r"[^\w\u3400-\u9fff]+", " ", text).split())
 
 
 def _words(text: str) -> list[str]:
     return [w.rstrip("s") for w in _norm(text).split() if len(w) > 2]
+
+
+_ZH_ANY_PACKAGE = re.compile(r"(我的|那个|这个|的|包裹|快递|快件|东西)")
+
+
+def names_a_package(wanted: str | None) -> bool:
+    """Whether `wanted` says which package at all: "my package", "the parcel" and 我的快递 do not."""
+    if not wanted:
+        return False
+    rest = re.sub(r"\b(it|that|this|them|those|these|thing|stuff|order)\b", " ", _norm(wanted))
+    return bool(_ZH_ANY_PACKAGE.sub("", rest).strip())
 
 
 def matching_packages(packages: list[dict[str, Any]], wanted: str | None) -> list[dict[str, Any]]:
