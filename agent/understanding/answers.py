@@ -94,6 +94,16 @@ class Answers:
                 log.warning("fill-failed", tool=pending.tool.name, error=str(err))
         if filled is None:
             filled = await self._fill_with_model(t, pending)
+            if filled is not None and question.options and plugin is not None:
+                # "Which one: shoes, charger or lamp?" is answered only by one of them. The model reading "a
+                # large latte" with the parcel question in view may put the latte in the package slot; the
+                # plugin must know the value as one of its options, else the words are a new request.
+                try:
+                    filled = plugin.fill(t.ctx, pending.tool.name, pending.arguments, question,
+                                         str(filled.get(question.slot) or ""))
+                except Exception as err:
+                    log.warning("fill-failed", tool=pending.tool.name, error=str(err))
+                    filled = None
         if filled is None:
             return False  # not an answer: a new request; the question is dropped
         t.ctx.utterance = ""  # the plugin filled the value in the car's own terms

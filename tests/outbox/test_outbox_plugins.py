@@ -262,3 +262,40 @@ async def test_my_package_names_no_package(service, tmp_path):
     assert "running shoes" in everything.say and "phone charger" in everything.say, everything.say
     assert moved.question is not None and moved.question.text.startswith("Which package:"), moved.question
     assert tracked_zh.question is None and "package" not in tracked_zh.arguments
+
+
+async def test_a_new_request_is_not_taken_as_the_answer_to_which_package(service, tmp_path):
+    """With "Which package?" out, "get me a large latte" is an order. The model, reading it with the parcel call
+    in view, may put the latte in the package slot; no package is called that, so the words are a new request
+    (the outside probe heard the latte order come back as track_package)."""
+    from helpers.fakes import FakeModel, _last_user_message
+
+    from agent.plugins.loader import ToolRegistry
+    from agent.understanding.engine import Assistant
+
+    class ParcelMinded(FakeModel):
+        def _output(self, prompt_text: str):
+            said = _last_user_message(prompt_text)
+            before = prompt_text[: prompt_text.rfind(said)]
+            if "latte" in said and "move my parcel" in before:  # the question's call in view
+                return {"name": "reschedule_delivery", "arguments": {"package": "large latte", "day": "tomorrow"}}
+            return super()._output(prompt_text)
+
+    model = ParcelMinded({
+        "move my parcel to tomorrow": {"name": "reschedule_delivery", "arguments": {"day": "tomorrow"}},
+        "get me a large latte": {"name": "order_meal", "arguments": {"item": "latte", "size": "large"}},
+    })
+    async with daemon(service, tmp_path) as (config, _, _, meals, deliveries):
+        registry = ToolRegistry()
+        registry.add_plugin(deliveries)
+        registry.add_plugin(meals)
+        assistant = Assistant(config, registry, model)
+        try:
+            asked = await asyncio.wait_for(assistant.turn("move my parcel to tomorrow"), T)
+            latte = await asyncio.wait_for(assistant.turn("get me a large latte"), T)
+        finally:
+            await assistant.close()
+    assert asked.reply.startswith("Which package:"), asked.reply
+    assert [c.name for c in latte.tool_calls] == ["order_meal"], latte.tool_calls
+    assert latte.awaiting_confirmation and "latte" in latte.reply, latte.reply
+    assert not [e for e in service.effects() if e["kind"] == "reschedule"]
