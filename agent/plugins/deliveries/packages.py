@@ -24,7 +24,8 @@ def names_a_package(wanted: str | None) -> bool:
     """Whether `wanted` says which package at all: "my package", "the parcel" and 我的快递 do not."""
     if not wanted:
         return False
-    rest = re.sub(r"\b(it|that|this|them|those|these|thing|stuff|order)\b", " ", _norm(wanted))
+    rest = re.sub(r"\b(it|that|this|them|those|these|thing|stuff|order|right|now|today|currently|status)\b", " ",
+                  _norm(wanted))
     return bool(_ZH_ANY_PACKAGE.sub("", rest).strip())
 
 
