@@ -73,10 +73,6 @@ class LlmConfig(Section):
     # key) and checked in one batch with the last decoded token; the output is the same. At most this many
     # tokens; 0: one token at a time.
     guess_tokens: int = Field(default=6, ge=0, le=32)
-    # A call the model weighs less than this above answering in words is not made straight away: the car
-    # answers in words, unless those words claim the action. On the dev split (857 cases) 0.3 turned 11 wrong
-    # calls on no-tool requests into answers and lost 5 right calls; 0: always act on the top choice.
-    act_margin: float = Field(default=0.3, ge=0.0, le=1.0)
     # Between turns and while the driver is still speaking, evaluate the remembered turns and the words heard
     # so far into the KV cache, so a turn starts with only its last words to read.
     prefill_ahead: bool = True

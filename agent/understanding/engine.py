@@ -337,20 +337,9 @@ class Assistant(Answers):
         label = ranked[0][1]
         t.decision = {"label": label, "top": [{"label": n, "p": round(math.exp(s), 3)} for s, n in ranked[:3]]}
         log.info("decided", label=label, p=round(math.exp(ranked[0][0]), 3))
-        hesitant = None
-        if label != "say":
-            p_say = next((math.exp(s) for s, n in ranked if n == "say"), 0.0)
-            if math.exp(ranked[0][0]) - p_say < self.config.llm.act_margin:
-                # Barely over speaking ("crack the window a bit" → next track): let the model say its words.
-                # If they claim the action ("Playing the Beatles."), it meant the call, and the call is made.
-                hesitant, label = label, "say"
-                t.decision["hesitant"] = hesitant
         if label == "say":
-            if await self._speak(t, prompt.tokens, hesitant=hesitant is not None) or hesitant is None:
-                return
-            log.info("hesitant-call-made", tool=hesitant)
-            label = hesitant
-            t.decision["label"] = label
+            await self._speak(t, prompt.tokens)
+            return
         tokens = list(prompt.tokens)
         for _ in range(MAX_CALLS_PER_TURN):
             tool = self.registry.get(label)
@@ -396,10 +385,8 @@ class Assistant(Answers):
             return None
         return names[best]
 
-    async def _speak(self, t: TurnInProgress, tokens: Sequence[int], *, hesitant: bool = False) -> bool:
-        """Words, streamed a sentence at a time; a sentence that claims an action no tool took is not said.
-
-        `hesitant`: the model all but chose a call; False (nothing said) when its first sentence claims it."""
+    async def _speak(self, t: TurnInProgress, tokens: Sequence[int]) -> None:
+        """Words, streamed a sentence at a time; a sentence that claims an action no tool took is not said."""
         base = list(tokens) + self.model.tokenize(self.format.say_label + self.format.say_opening)
         stops = self.model.tokenize("\n")[:1]
         pending = ""
@@ -413,19 +400,14 @@ class Assistant(Answers):
                 pending += step.text
                 parts = _SENTENCE_END.split(pending)
                 for sentence in parts[:-1]:
-                    if hesitant and first and claims_action(sentence):
-                        return False
                     if not self._say_sentence(t, sentence, first):
-                        return True
+                        return
                     first = False
                 pending = parts[-1]
-        if hesitant and first and claims_action(pending):
-            return False
         if pending.strip():
             self._say_sentence(t, pending, first)
         if not t.replies:
             t.say(line(t.language, "not_caught"))
-        return True
 
     def _say_sentence(self, t: TurnInProgress, sentence: str, first: bool) -> bool:
         sentence = sentence.strip()

@@ -4,18 +4,10 @@ back, what it remembers, and that money never moves without a clear yes."""
 from __future__ import annotations
 
 import asyncio
-import math
 
 import pytest
 from helpers.clock import Clock
-from helpers.fakes import (
-    BrokenModel,
-    FakeModel,
-    OfflineMealsPlugin,
-    Raw,
-    RecordingVehicle,
-    _last_user_message,
-)
+from helpers.fakes import BrokenModel, FakeModel, OfflineMealsPlugin, Raw, RecordingVehicle
 
 from agent.core.config import Config
 from agent.core.errors import LlmError
@@ -576,52 +568,3 @@ async def test_prepare_gives_way_to_a_turn(config, registry):
     finally:
         car._in_turn = False
         await car.close()
-
-
-class Torn(FakeModel):
-    """Weighs a call barely over answering in words for some utterances: {utterance: (tool, p_call, p_say)}.
-    Its words for them come from `words`; its call (when the engine goes on to decode one) from the script."""
-
-    def __init__(self, script, weights, words):
-        super().__init__(script)
-        self.weights, self.words = weights, words
-
-    def _output(self, prompt_text):
-        said = _last_user_message(prompt_text)
-        written = prompt_text.rpartition("<|assistant|>")[2]
-        if said in self.words and written.startswith(self.format.say_label):
-            return self.words[said]
-        return super()._output(prompt_text)
-
-    def score(self, tokens, options):
-        text = "".join(chr(t) for t in tokens)
-        said = _last_user_message(text)
-        if said not in self.weights or text.rpartition("<|assistant|>")[2]:
-            return super().score(tokens, options)
-        tool, p_call, p_say = self.weights[said]
-        pieces = ["".join(chr(t) for t in o) for o in options]
-        return [math.log(p_call) if p == self.format.label(tool) else
-                math.log(p_say) if p == self.format.say_label else -20.0 for p in pieces]
-
-
-async def test_a_call_barely_over_words_is_spoken_about_unless_the_words_claim_it(config, registry):
-    model = Torn(
-        {**SCRIPT, "can you uh put on some Beatles": call("play_media", query="Beatles")},
-        weights={"crack the window a bit": ("media_control", 0.55, 0.41),
-                 "can you uh put on some Beatles": ("play_media", 0.45, 0.37),
-                 "play some jazz": ("play_media", 0.75, 0.2)},
-        words={"crack the window a bit": "Sorry, I can't open the windows in this car.",
-               "can you uh put on some Beatles": "Playing the Beatles for you."},
-    )
-    assistant = Assistant(config, registry, model)
-    try:
-        window = await say(assistant, "crack the window a bit")
-        beatles = await say(assistant, "can you uh put on some Beatles")
-        jazz = await say(assistant, "play some jazz")
-    finally:
-        await assistant.close()
-    assert window.tool_calls == [] and window.reply == "Sorry, I can't open the windows in this car."
-    assert window.decision["hesitant"] == "media_control"
-    assert statuses(beatles) == [("play_media", "ok")] and beatles.decision["label"] == "play_media"
-    assert "Playing the Beatles for you" not in beatles.reply  # the call's own words, not the model's claim
-    assert statuses(jazz) == [("play_media", "ok")] and "hesitant" not in jazz.decision
