@@ -51,6 +51,11 @@ class Answers:
                 await self._proceed(t, pending.tool, amended, model_arguments=amended, from_answer=True)
                 return True
         if answer.kind == "question":
+            if answer.reason == "question-other-words" and await self._peek(t) not in ("say", pending.tool.name):
+                # "Is there any sushi place around?" is a new request: the purchase is dropped, not asked again
+                # (a car that re-asked "Shall I order it?" to every question swallowed the requests after it).
+                t.say(line(t.language, "not_ordered" if pending.kind is PendingKind.PURCHASE else "not_cancelled"))
+                return False
             # "How much is it?": the question already said the price; say it again and keep waiting.
             t.say(pending.asked)
             self._wait_again(t, pending)

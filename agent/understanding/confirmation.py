@@ -464,7 +464,10 @@ def classify_answer(text: str, *, action: Pending = Pending.PURCHASE) -> Answer:
     if asked:
         # The question starts at its first word that is not an answer word: "yes, how long will it take?".
         asking = (a.start for a in atoms if a.w == _W.ASK or a.w not in (*_ANSWER_WORDS, _W.QMARK))
-        return Answer("question", _rest(norm, next(asking, 0)), "question")
+        # "Is there any sushi place around?" is a question too, but maybe not about the order: words the
+        # lexicon does not know say so (the turn engine asks the model which it is).
+        about = "question-other-words" if kinds.count(_W.OTHER) >= 2 else "question"
+        return Answer("question", _rest(norm, next(asking, 0)), about)
 
     if _W.AMBIG in kinds:
         return Answer("unclear", reason="ambiguous")

@@ -276,6 +276,13 @@ def test_question_is_not_yes():
         assert classify_answer(text).kind == "question", text
 
 
+def test_a_question_with_words_the_lexicon_does_not_know_may_be_a_new_request():
+    for text in ("how much is it?", "is that the large one?", "how long will it take?", "多少钱？"):
+        assert classify_answer(text).reason == "question", text
+    for text in ("Is there any sushi place around?", "Which deliveries are coming today?", "附近有寿司店吗？"):
+        assert classify_answer(text) == Answer("question", text.replace("？", "?"), "question-other-words")
+
+
 # ---------------------------------------------------------------------------------------------- properties
 
 FILLERS = ["", "uh ", "um, ", "well ", "so ", "oh ", "嗯，", "呃，", "那个，", "umm... "]

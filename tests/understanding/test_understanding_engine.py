@@ -40,6 +40,8 @@ SCRIPT = {
     "the airport": call("navigate_to", destination="the airport"),
     "play some jazz": call("play_media", query="jazz"),
     "play music now please": call("play_media", query="the song"),
+    "could you navigate to the airport?": call("navigate_to", destination="the airport"),
+    "is it spicy at all?": "I don't know, sorry.",
     "call mom": call("call_contact", name="mom"),
     "给妈妈打电话": call("call_contact", name="妈妈"),
     "我要去公司": call("navigate_to", destination="company"),
@@ -334,6 +336,19 @@ async def test_a_refusal_never_confirms_a_purchase(car, meals, answer):
 
     assert meals.orders == [], f"{answer!r} placed the order"
     assert statuses(result) == [("order_meal", "cancelled")]
+
+
+async def test_a_new_request_phrased_as_a_question_drops_the_purchase_and_is_done(car, meals, vehicle):
+    """"Shall I order it?" then "could you navigate to the airport?": not a question about the order. A car
+    that said the price again to every question swallowed every request after it."""
+    await say(car, "order a large pepperoni pizza")
+    about = await say(car, "is it spicy at all?")  # about the order, or small talk: asked again
+    assert about.reply.endswith("Shall I order it?") and car.pending is not None
+    route = await say(car, "could you navigate to the airport?")
+
+    assert meals.orders == [] and car.pending is None
+    assert statuses(route) == [("navigate_to", "ok")], route.reply
+    assert route.reply.startswith(line("en", "not_ordered")), route.reply
 
 
 @pytest.mark.parametrize("answer", ["wait", "hmm", "等一下"])
