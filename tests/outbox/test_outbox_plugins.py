@@ -299,3 +299,12 @@ async def test_a_new_request_is_not_taken_as_the_answer_to_which_package(service
     assert [c.name for c in latte.tool_calls] == ["order_meal"], latte.tool_calls
     assert latte.awaiting_confirmation and "latte" in latte.reply, latte.reply
     assert not [e for e in service.effects() if e["kind"] == "reschedule"]
+
+
+async def test_a_change_with_no_package_named_changes_none_of_several(service, tmp_path):
+    async with daemon(service, tmp_path) as (config, store, _, _, deliveries):
+        _, moved = await turn(deliveries, config, "reschedule_delivery", {"day": "tomorrow"})
+        queued = store.latest(service="deliveries", action="reschedule_delivery")
+    assert moved.ok is False and moved.say == "I can't tell which package you mean."
+    assert queued is None
+    assert [e for e in service.effects() if e["kind"] == "reschedule"] == []

@@ -316,9 +316,9 @@ class DeliveriesPlugin(Plugin):
             return ToolResult(ok=False, error=err.message, say=err.message)
         if read is None:
             return self._unreachable(ctx)
-        if not args.get("package") and len(read.data) > 1:
-            return await self._list(ctx, args)  # "where is my package?" with several on the way: all of them
-        p = find_package(read.data, args.get("package"))
+        # With several on the way and none named, no change goes to whichever happens to be first (prepare asks
+        # which; this is for a caller that skipped it).
+        p = find_package(read.data, args.get("package")) if args.get("package") or len(read.data) == 1 else None
         if p is None:
             return ToolResult(
                 ok=False,
