@@ -51,10 +51,9 @@ class Answers:
                 await self._proceed(t, pending.tool, amended, model_arguments=amended, from_answer=True)
                 return True
         if answer.kind == "question":
-            if answer.reason == "question-other-words" and await self._peek(t) not in ("say", pending.tool.name):
-                # "Is there any sushi place around?" is a new request: the purchase is dropped, not asked again
-                # (a car that re-asked "Shall I order it?" to every question swallowed the requests after it).
-                t.say(line(t.language, "not_ordered" if pending.kind is PendingKind.PURCHASE else "not_cancelled"))
+            if answer.reason == "question-other-words" and await self._is_new_request(t, pending):
+                # "Is there any sushi place around?": the purchase is dropped, not asked again (a car that
+                # re-asked "Shall I order it?" to every question swallowed the requests after it).
                 return False
             # "How much is it?": the question already said the price; say it again and keep waiting.
             t.say(pending.asked)
@@ -72,13 +71,18 @@ class Answers:
         if pending.asked_again:
             t.say(line(t.language, "dropped"))
             return True
-        decision_label = "say" if answer.reason == "hesitation" else await self._peek(t)
-        if decision_label not in ("say", pending.tool.name):
-            t.say(line(t.language, "not_ordered" if pending.kind is PendingKind.PURCHASE else "not_cancelled"))
+        if answer.reason != "hesitation" and await self._is_new_request(t, pending):
             return False
         t.say(line(t.language, "confirm_again"))
         pending.asked_again = True
         self._wait_again(t, pending)
+        return True
+
+    async def _is_new_request(self, t: TurnInProgress, pending: Pending) -> bool:
+        """Whether the model reads the words as another request; if so, the waiting one is dropped, aloud."""
+        if await self._peek(t) in ("say", pending.tool.name):
+            return False
+        t.say(line(t.language, "not_ordered" if pending.kind is PendingKind.PURCHASE else "not_cancelled"))
         return True
 
     def _wait_again(self, t: TurnInProgress, pending: Pending) -> None:
@@ -90,30 +94,30 @@ class Answers:
     async def _answer_question(self, t: TurnInProgress, pending: Pending) -> bool:
         """The driver answers "What size?" / "Which package?": fill the value and go on with the call."""
         question = pending.question
-        plugin = self._plugin(pending.tool)
-        filled = None
-        if plugin is not None:
-            try:
-                filled = plugin.fill(t.ctx, pending.tool.name, pending.arguments, question, t.text)
-            except Exception as err:  # a broken plugin must not break the turn
-                log.warning("fill-failed", tool=pending.tool.name, error=str(err))
+        filled = self._plugin_fill(t, pending, t.text)
         if filled is None:
             filled = await self._fill_with_model(t, pending)
-            if filled is not None and question.options and plugin is not None:
+            if filled is not None and question.options:
                 # "Which one: shoes, charger or lamp?" is answered only by one of them. The model reading "a
                 # large latte" with the parcel question in view may put the latte in the package slot; the
                 # plugin must know the value as one of its options, else the words are a new request.
-                try:
-                    filled = plugin.fill(t.ctx, pending.tool.name, pending.arguments, question,
-                                         str(filled.get(question.slot) or ""))
-                except Exception as err:
-                    log.warning("fill-failed", tool=pending.tool.name, error=str(err))
-                    filled = None
+                filled = self._plugin_fill(t, pending, str(filled.get(question.slot) or ""))
         if filled is None:
             return False  # not an answer: a new request; the question is dropped
         t.ctx.utterance = ""  # the plugin filled the value in the car's own terms
         await self._proceed(t, pending.tool, filled, model_arguments=filled, from_answer=True)
         return True
+
+    def _plugin_fill(self, t: TurnInProgress, pending: Pending, answer: str) -> dict[str, Any] | None:
+        """The pending call completed by its plugin from `answer`; None: not an answer it knows."""
+        plugin = self._plugin(pending.tool)
+        if plugin is None:
+            return None
+        try:
+            return plugin.fill(t.ctx, pending.tool.name, pending.arguments, pending.question, answer)
+        except Exception as err:  # a broken plugin must not break the turn
+            log.warning("fill-failed", tool=pending.tool.name, error=str(err))
+            return None
 
     async def _fill_with_model(self, t: TurnInProgress, pending: Pending) -> dict[str, Any] | None:
         """Ask the model what the answer means, with the pending call in view; keep it only if it is the same

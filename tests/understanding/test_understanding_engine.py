@@ -338,7 +338,7 @@ async def test_a_refusal_never_confirms_a_purchase(car, meals, answer):
     assert statuses(result) == [("order_meal", "cancelled")]
 
 
-async def test_a_new_request_phrased_as_a_question_drops_the_purchase_and_is_done(car, meals, vehicle):
+async def test_a_new_request_phrased_as_a_question_drops_the_purchase_and_is_done(car, meals):
     """"Shall I order it?" then "could you navigate to the airport?": not a question about the order. A car
     that said the price again to every question swallowed every request after it."""
     await say(car, "order a large pepperoni pizza")
