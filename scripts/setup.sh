@@ -92,8 +92,10 @@ fi
 if [ "$MODELS" = 1 ]; then
   "$VENV/bin/cabin-agent" models fetch --profile "$PROFILE"
   # A wheel that builds can still crash on this CPU at the first decode: find out here, not in the car.
+  # Once per installed wheel: the stamp below says this one decoded.
   gguf=$(ls "$CACHE"/models/qwen*/*.gguf 2>/dev/null | head -1 || true)
-  if [ -n "$gguf" ] && ! "$VENV/bin/python" -c '
+  checked="$VENV/.llama-cpp-decodes"
+  if [ -n "$gguf" ] && [ "$(cat "$checked" 2>/dev/null)" != "$(cat "$llama_stamp")" ] && ! "$VENV/bin/python" -c '
 import sys, llama_cpp
 llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
 llm.eval(llm.tokenize(b"The car is ready."))' "$gguf" 2>/dev/null; then
@@ -102,5 +104,6 @@ llm.eval(llm.tokenize(b"The car is ready."))' "$gguf" 2>/dev/null; then
     rm -f "$llama_stamp"  # the next run installs the wheel again
     exit 70
   fi
+  if [ -n "$gguf" ]; then cp "$llama_stamp" "$checked"; fi
 fi
 say "ready: $VENV/bin/cabin-agent"
